@@ -1,0 +1,3 @@
+from relight_core.cli import main
+
+raise SystemExit(main())
