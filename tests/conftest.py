@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _find_fixtures() -> Path | None:
     env = os.environ.get("RELIGHT_FIXTURES")
-    candidates = [Path(env)] if env else [REPO.parent / "shared" / "fixtures", REPO.parent.parent / "shared" / "fixtures"]
+    shared = [REPO.parent / "shared" / "fixtures", REPO.parent.parent / "shared" / "fixtures"]
+    candidates = [Path(env)] if env else shared
     for c in candidates:
         if (c / "PROVENANCE.md").is_file():
             return c
@@ -34,7 +36,7 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def astronaut() -> "object":
+def astronaut() -> np.ndarray:
     """skimage's astronaut portrait as (512, 512, 3) uint8 sRGB (ships with scikit-image)."""
     from skimage import data
 
