@@ -1,0 +1,5 @@
+"""Quality metrics, the benchmark and the evaluation harness (see docs/evaluation.md).
+
+`metrics` is numpy/OpenCV/scikit-image only and has no dependency on the pipeline; `identity` wraps
+dlib's face-recognition model (optional); `bench` and `evaluate` drive the pipeline.
+"""
