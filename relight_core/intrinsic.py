@@ -1,0 +1,162 @@
+"""Intrinsic decomposition of a portrait frame: input-light estimation and albedo / shading separation.
+
+Model (Lambertian, 2nd-order SH): image(p) = albedo(p) * shade(n(p), L_in), with `shade` the irradiance
+of `relight_core.sh` (DPR order and normalisation) and n(p) the surface normal in the input camera's DPR
+frame.
+
+Scale / colour ambiguity, and how it is resolved: a fit of RGB SH to skin pixels gives F = rho_skin * L_in
+per channel, where rho_skin is the (unknown) mean skin albedo: the fitted light absorbs the mean skin
+albedo. We split it by assuming that the input light's *average* colour is neutral (white) and that the
+mean skin albedo has luminance `SKIN_ALBEDO_LUMA`: L_in = F / k with k = SKIN_ALBEDO_LUMA * F[0] / lum(F[0]).
+The light's DC term is then grey; its direction-dependent colour (e.g. a warm key and a cool fill) is kept;
+the skin tone (and any global colour cast of the input) goes into the albedo. A relit frame under a white
+preset therefore keeps the person's skin tone. No white balance is attempted.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from relight_core import sh as shlib
+
+SKIN_ALBEDO_LUMA = 0.45  # assumed luminance of the mean skin albedo (linear), see module docstring
+LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance weights (linear RGB)
+SKIN_LABEL = 1
+
+
+def cam_to_dpr_normals(normals_cam: np.ndarray) -> np.ndarray:
+    """Camera-space (OpenGL) vectors (..., 3) -> the camera's DPR frame (x, -z, y), float32."""
+    n = np.asarray(normals_cam, dtype=np.float32)
+    return np.stack([n[..., 0], -n[..., 2], n[..., 1]], axis=-1)
+
+
+def shade_image(normals_dpr: np.ndarray, sh: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Irradiance of RGB SH `sh` (9, 3) for normals (H, W, 3) in the DPR frame -> (H, W, 3) float32.
+
+    Only the pixels where `mask` (H, W) is true are evaluated (others are 0); negative irradiance (possible
+    with strongly directional SH) is clamped to 0.
+    """
+    sh3 = np.asarray(sh, dtype=np.float32)
+    if sh3.ndim == 1:
+        sh3 = np.repeat(sh3[:, None], 3, axis=1)
+    h, w = normals_dpr.shape[:2]
+    out = np.zeros((h, w, 3), dtype=np.float32)
+    if mask is None:
+        basis = shlib.sh_basis(normals_dpr.reshape(-1, 3)).astype(np.float32)
+        out[:] = (basis @ sh3).reshape(h, w, 3)
+    else:
+        idx = np.flatnonzero(mask.reshape(-1))
+        if idx.size:
+            basis = shlib.sh_basis(normals_dpr.reshape(-1, 3)[idx]).astype(np.float32)
+            out.reshape(-1, 3)[idx] = basis @ sh3
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def skin_sample_mask(image: np.ndarray, labels: np.ndarray, normals_dpr: np.ndarray,
+                     erode_px: int = 3, dark_frac: float = 0.15, bright_pct: float = 97.0) -> np.ndarray:
+    """Pixels usable for the light fit -> (H, W) bool.
+
+    Skin (labels == 1) eroded by `erode_px` (away from eyes, lips, hair and the silhouette), facing the
+    camera (normal DPR Y < -0.15), minus specular highlights (luminance above the `bright_pct` percentile
+    of the skin, or any channel >= 0.98) and very dark pixels (below `dark_frac` of the skin median).
+    image: (H, W, 3) linear RGB; labels: (H, W) uint8 (see geometry); normals_dpr: (H, W, 3).
+    """
+    skin = (labels == SKIN_LABEL).astype(np.uint8)
+    if erode_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode_px + 1, 2 * erode_px + 1))
+        skin = cv2.erode(skin, k)
+    m = skin.astype(bool) & (normals_dpr[..., 1] < -0.15)
+    if not m.any():
+        return m
+    luma = image @ LUMA
+    vals = luma[m]
+    med = float(np.median(vals))
+    hi = float(np.percentile(vals, bright_pct))
+    m &= (luma >= dark_frac * med) & (luma <= hi) & (image.max(axis=2) < 0.98)
+    return m
+
+
+def fit_input_light_raw(image: np.ndarray, normals_dpr: np.ndarray, mask: np.ndarray,
+                        max_samples: int = 4000) -> np.ndarray | None:
+    """Robust RGB SH fit to the masked pixels -> F (9, 3) = mean skin albedo x input light, or None.
+
+    Samples at most `max_samples` pixels on a regular stride (deterministic). Returns None when fewer than
+    50 pixels are usable (e.g. no face).
+    """
+    idx = np.flatnonzero(mask.reshape(-1))
+    if idx.size < 50:
+        return None
+    if idx.size > max_samples:
+        idx = idx[:: int(np.ceil(idx.size / max_samples))]
+    n = normals_dpr.reshape(-1, 3)[idx].astype(np.float64)
+    v = image.reshape(-1, 3)[idx].astype(np.float64)
+    return np.asarray(shlib.fit_sh(n, v, robust=True), dtype=np.float64).reshape(9, 3)
+
+
+def neutralise_light(fitted: np.ndarray, skin_luma: float = SKIN_ALBEDO_LUMA
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Split F = rho_skin * L (9, 3) into the input light L (9, 3) with a grey DC term and rho_skin (3,).
+
+    See the module docstring: rho_skin = skin_luma * F[0] / lum(F[0]); L = F / rho_skin.
+    """
+    f = np.asarray(fitted, dtype=np.float64)
+    dc = np.maximum(f[0], 1e-6)
+    rho = skin_luma * dc / max(float(dc @ LUMA), 1e-6)
+    return (f / rho[None, :]).astype(np.float32), rho.astype(np.float32)
+
+
+def estimate_input_light(image: np.ndarray, normals_dpr: np.ndarray, labels: np.ndarray,
+                         max_samples: int = 4000) -> tuple[np.ndarray, np.ndarray] | None:
+    """Input light of one frame from its skin pixels -> (L_in (9, 3), rho_skin (3,)) or None (no skin).
+
+    image: (H, W, 3) linear RGB; normals_dpr: (H, W, 3) unit normals in the input camera's DPR frame;
+    labels: (H, W) uint8 region labels (1 = skin).
+    """
+    mask = skin_sample_mask(image, labels, normals_dpr)
+    f = fit_input_light_raw(image, normals_dpr, mask, max_samples=max_samples)
+    if f is None:
+        return None
+    return neutralise_light(f)
+
+
+def estimate_albedo(image: np.ndarray, shading: np.ndarray, alpha: np.ndarray,
+                    floor_frac: float = 0.12, reference: float | None = None,
+                    smooth_px: int = 15) -> np.ndarray:
+    """Albedo = image / input shading, regularised -> (H, W, 3) float32 (0 outside the person).
+
+    Where the shading is below `floor_frac` x the reference shading (the median shading luminance inside
+    the matte unless `reference` is given) the quotient is unreliable: the division uses max(shading,
+    floor) and the result is blended toward a smoothed albedo (normalised convolution of the reliable
+    pixels, box size `smooth_px` at 1/4 resolution), fully at zero shading.
+    image, shading: (H, W, 3) linear; alpha: (H, W) 0..1 person matte.
+    """
+    inside = alpha > 0.02
+    s_l = shading @ LUMA
+    if reference is None:
+        reference = float(np.median(s_l[inside])) if inside.any() else 1.0
+    floor = max(floor_frac * reference, 1e-4)
+    albedo = image / np.maximum(shading, floor)
+    weak = np.clip(1.0 - s_l / floor, 0.0, 1.0)  # 0 where reliable, 1 where the shading is 0
+    weak[~inside] = 0.0
+    if weak.max() > 0:
+        h, w = alpha.shape
+        sh_, sw_ = max(h // 4, 1), max(w // 4, 1)
+        conf = ((1.0 - weak) * inside).astype(np.float32)
+        small_c = cv2.resize(conf, (sw_, sh_), interpolation=cv2.INTER_AREA)
+        small_a = cv2.resize(albedo * conf[..., None], (sw_, sh_), interpolation=cv2.INTER_AREA)
+        k = max(smooth_px // 4 * 2 + 1, 3)
+        num = cv2.blur(small_a, (k, k))
+        den = cv2.blur(small_c, (k, k))[..., None]
+        smooth = cv2.resize(num / np.maximum(den, 1e-4), (w, h), interpolation=cv2.INTER_LINEAR)
+        albedo += weak[..., None] * (smooth - albedo)
+    albedo[~inside] = 0.0
+    return np.clip(albedo, 0.0, 4.0, out=albedo)
+
+
+def mean_face_shading(shading: np.ndarray, mask: np.ndarray) -> float:
+    """Mean luminance of shading (H, W, 3) over mask (H, W) bool; 0 when the mask is empty."""
+    if not mask.any():
+        return 0.0
+    return float((shading[mask] @ LUMA).mean())

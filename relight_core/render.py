@@ -1,0 +1,335 @@
+"""Rendering: target shading, relighting, key-light specular and cast shadows, novel views, compositing.
+
+All maps are per pixel of the INPUT view unless stated: normals (H, W, 3) unit vectors in the input
+camera's space (OpenGL axes), points (H, W, 3) camera-space positions in head units (z < 0).
+Shading is irradiance (see `relight_core.sh`); relit radiance = albedo * shading (+ specular).
+
+Light frames. SH and key-light directions are given in a DPR frame: for light_space "world" that of the
+input camera (the light stays put when the head turns); for "head" that of the head (DPR = head
+(x, -z, y)), so the light turns with the head. Diffuse shading is view independent, so a novel view is
+rendered by shading the surface in the input view and re-projecting it (identical to rotating the SH
+into the output camera's frame); the view-dependent specular term uses the output camera's position.
+Key-light positions (point lights) are in head units relative to the head centre, along the same axes.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from relight_core import sh as shlib
+
+# camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
+CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
+DEPTH_PNG_RANGE = 8.0  # depth PNGs store depth / DEPTH_PNG_RANGE (head units) as 16-bit
+
+
+# --------------------------------------------------------------------------------------------- light
+
+def light_rotation(cam_from_head: np.ndarray, light_space: str) -> np.ndarray:
+    """3x3 rotation taking light directions from the light's DPR frame to the input camera's DPR frame.
+
+    "world": identity. "head": P R P^T with R the head-to-camera rotation and P = CAM_TO_DPR.
+    """
+    if light_space == "head":
+        r = np.asarray(cam_from_head, dtype=np.float64)[:3, :3]
+        return CAM_TO_DPR @ r @ CAM_TO_DPR.T
+    return np.eye(3)
+
+
+def sh_in_camera(sh: np.ndarray, rot: np.ndarray) -> np.ndarray:
+    """SH (9, 3) given in the light's DPR frame -> the input camera's DPR frame (rotation `rot`)."""
+    sh = np.asarray(sh, dtype=np.float64)
+    if np.allclose(rot, np.eye(3)):
+        return sh
+    return np.asarray(shlib.rotate_sh(sh, rot), dtype=np.float64)
+
+
+def exposure_scale(sh_input: np.ndarray, sh_target: np.ndarray) -> float:
+    """Scale for the target light so that it gives the input light's mean irradiance on a face.
+
+    Both (9, 3) in the input camera's DPR frame; the mean is the luminance of the irradiance averaged over
+    normals of the camera-facing hemisphere (cosine weighted toward the camera), a proxy for a face.
+    """
+    n = _hemisphere_normals()
+    w = np.array([0.2126, 0.7152, 0.0722])
+    e_in = float(np.mean(np.maximum(shlib.sh_basis(n) @ np.asarray(sh_input, np.float64), 0) @ w))
+    e_t = float(np.mean(np.maximum(shlib.sh_basis(n) @ np.asarray(sh_target, np.float64), 0) @ w))
+    if e_t <= 1e-8 or e_in <= 1e-8:
+        return 1.0
+    return e_in / e_t
+
+
+_HEMI: np.ndarray | None = None
+
+
+def _hemisphere_normals(n: int = 400) -> np.ndarray:
+    """Deterministic cosine-weighted normals around the camera direction (DPR -Y), (n, 3)."""
+    global _HEMI
+    if _HEMI is None or len(_HEMI) != n:
+        k = np.arange(n) + 0.5
+        r = np.sqrt(k / n)
+        phi = k * np.pi * (3 - np.sqrt(5))
+        x, z = r * np.cos(phi), r * np.sin(phi)
+        y = -np.sqrt(np.maximum(1 - r * r, 0))
+        _HEMI = np.stack([x, y, z], axis=1)
+    return _HEMI
+
+
+# --------------------------------------------------------------------------------------------- key lights
+
+def _key_light_dirs(light, points: np.ndarray, head_centre: np.ndarray, rot: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-point unit direction to the light (N, 3) cam space, irradiance colour (N, 3) or (3,), and the
+    light position in cam space (None for directional)."""
+    colour = np.asarray(getattr(light, "color", (1.0, 1.0, 1.0)), dtype=np.float32)[:3]
+    if hasattr(light, "direction") and not hasattr(light, "position"):
+        d_dpr = rot @ np.asarray(light.direction, dtype=np.float64)
+        d = CAM_TO_DPR.T @ d_dpr
+        d = (d / max(np.linalg.norm(d), 1e-9)).astype(np.float32)
+        e = colour * float(getattr(light, "strength", 1.0))
+        return np.broadcast_to(d, points.shape), e, None
+    pos_dpr = rot @ np.asarray(light.position, dtype=np.float64)
+    pos = (CAM_TO_DPR.T @ pos_dpr + head_centre).astype(np.float32)
+    v = pos[None, :] - points
+    d2 = np.maximum((v * v).sum(axis=1, keepdims=True), 1e-6)
+    v = v / np.sqrt(d2)
+    power = float(getattr(light, "power", 1.0))
+    e = colour[None, :] * (power / (4 * np.pi) / d2)
+    return v.astype(np.float32), e.astype(np.float32), pos
+
+
+def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
+                      res: int = 192, bias: float = 0.012) -> np.ndarray:
+    """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) for one light, from a shadow map.
+
+    The visible surface (a 2.5D height field, the only one known) is splatted into the light's view
+    (orthographic for a directional light, perspective for a point light); a point is lit when nothing
+    lies closer to the light in its shadow-map cell (minus `bias`, head units). 3x3 PCF softens the edge.
+    """
+    import torch
+
+    if light_pos is None:
+        axis = to_light[0].astype(np.float64)
+        rel = points
+    else:
+        centre = points.mean(axis=0)
+        axis = (light_pos - centre).astype(np.float64)
+        axis /= max(np.linalg.norm(axis), 1e-9)
+        rel = points - light_pos[None, :]
+    helper = np.array([0.0, 1.0, 0.0]) if abs(axis[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(axis, helper)
+    u /= np.linalg.norm(u)
+    v = np.cross(axis, u)
+    basis = np.stack([u, v, axis], axis=1).astype(np.float32)  # columns
+    q = rel @ basis
+    if light_pos is None:
+        su, sv, dist = q[:, 0], q[:, 1], -q[:, 2]  # smaller dist = closer to the light
+    else:
+        front = np.maximum(-q[:, 2], 1e-4)
+        su, sv, dist = q[:, 0] / front, q[:, 1] / front, front
+    lo_u, hi_u = np.percentile(su, [0.0, 100.0])
+    lo_v, hi_v = np.percentile(sv, [0.0, 100.0])
+    span = max(hi_u - lo_u, hi_v - lo_v, 1e-6) * 1.02
+    iu = np.clip(((su - lo_u) / span * res).astype(np.int64), 0, res - 1)
+    iv = np.clip(((sv - lo_v) / span * res).astype(np.int64), 0, res - 1)
+    cell = torch.from_numpy(iv * res + iu)
+    zmap = torch.full((res * res,), float("inf"))
+    zmap.scatter_reduce_(0, cell, torch.from_numpy(dist.astype(np.float32)), "amin")
+    zmap = zmap.numpy().reshape(res, res)
+    # empty cells (sparse points at grazing angles) take the nearest occluder around them (3x3, twice)
+    for _ in range(2):
+        empty = np.isinf(zmap)
+        if not empty.any():
+            break
+        grown = cv2.erode(np.where(empty, 1e9, zmap).astype(np.float32), np.ones((3, 3), np.uint8))
+        zmap = np.where(empty & (grown < 1e9), grown, zmap)
+    # 3x3 percentage-closer filtering
+    vis = np.zeros(len(points), dtype=np.float32)
+    padded = np.pad(zmap, 1, mode="edge")
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            vis += (dist <= padded[iv + dy, iu + dx] + bias)
+    return vis / 9.0
+
+
+def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
+                    rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
+                    shininess: float = 40.0, shadows: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Shadow correction of the diffuse shading and the specular irradiance of explicit key lights.
+
+    normals, points: (H, W, 3) cam space; mask: (H, W) bool (pixels to evaluate); view_pos: (3,) the
+    (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (H, W, 3): add
+    shadow_delta (<= 0, the key lights' blocked Lambertian irradiance) to the SH shading, and add
+    specular x a specular albedo to the relit radiance. Specular: normalised Blinn-Phong.
+    """
+    h, w = mask.shape
+    delta = np.zeros((h, w, 3), dtype=np.float32)
+    spec = np.zeros((h, w, 3), dtype=np.float32)
+    idx = np.flatnonzero(mask.reshape(-1))
+    if idx.size == 0 or not key_lights:
+        return delta, spec
+    n = normals.reshape(-1, 3)[idx]
+    p = points.reshape(-1, 3)[idx]
+    vdir = view_pos[None, :].astype(np.float32) - p
+    vdir /= np.maximum(np.linalg.norm(vdir, axis=1, keepdims=True), 1e-6)
+    d_acc = np.zeros((idx.size, 3), dtype=np.float32)
+    s_acc = np.zeros((idx.size, 3), dtype=np.float32)
+    norm = (shininess + 8.0) / (8.0 * np.pi)
+    for light in key_lights:
+        ldir, e, lpos = _key_light_dirs(light, p, head_centre, rot)
+        ndl = np.maximum((n * ldir).sum(axis=1), 0.0)
+        lit = ndl > 0
+        if not lit.any():
+            continue
+        vis = shadow_visibility(p, ldir, lpos) if shadows else np.ones(idx.size, np.float32)
+        e_n = (np.broadcast_to(e, (idx.size, 3)) * ndl[:, None]).astype(np.float32)
+        d_acc -= e_n * (1.0 - vis)[:, None]
+        half = ldir + vdir
+        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
+        ndh = np.maximum((n * half).sum(axis=1), 0.0)
+        s_acc += e_n * (vis * norm * ndh ** shininess)[:, None]
+    delta.reshape(-1, 3)[idx] = d_acc
+    spec.reshape(-1, 3)[idx] = s_acc
+    return delta, spec
+
+
+# --------------------------------------------------------------------------------------------- novel view
+
+def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.ndarray:
+    """Fill where weight == 0 from coarser levels (push-pull): values (H, W, C), weight (H, W) -> same."""
+    pyr_v, pyr_w = [values * weight[..., None]], [weight]
+    for _ in range(levels):
+        h, w = pyr_w[-1].shape
+        if min(h, w) < 4:
+            break
+        size = ((w + 1) // 2, (h + 1) // 2)
+        pyr_v.append(cv2.resize(pyr_v[-1], size, interpolation=cv2.INTER_AREA))
+        pyr_w.append(cv2.resize(pyr_w[-1], size, interpolation=cv2.INTER_AREA))
+    filled = pyr_v[-1] / np.maximum(pyr_w[-1], 1e-6)[..., None]
+    for lv in range(len(pyr_v) - 2, -1, -1):
+        h, w = pyr_w[lv].shape
+        up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+        if up.ndim == 2:
+            up = up[..., None]
+        wl = np.minimum(pyr_w[lv], 1.0)[..., None]
+        own = pyr_v[lv] / np.maximum(pyr_w[lv], 1e-6)[..., None]
+        filled = wl * own + (1 - wl) * up
+    return filled
+
+
+def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
+                   k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
+                   close_px: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Forward-splat the input view's surface into a new camera with a z-buffer; fill cracks and holes.
+
+    points: (H, W, 3) input-camera positions; valid: (H, W) bool; new_from_input: 4x4 taking input-camera
+    points to the new camera; k_out: (fx, fy, cx, cy) of the new camera; out_hw: its (height, width).
+    Returns (map_x, map_y, cover, depth): float32 (h, w) source pixel coordinates for cv2.remap, the
+    coverage (h, w) float32 0..1 (the re-projected silhouette, cracks closed) and the new depth (-z).
+    Holes inside the silhouette (cracks, disocclusions) take push-pull-interpolated source coordinates.
+    """
+    import torch
+
+    h_in, w_in = valid.shape
+    h, w = out_hw
+    idx = np.flatnonzero(valid.reshape(-1))
+    map_x = np.zeros((h, w), np.float32)
+    map_y = np.zeros((h, w), np.float32)
+    depth = np.zeros((h, w), np.float32)
+    if idx.size == 0:
+        return map_x, map_y, np.zeros((h, w), np.float32), depth
+    p = points.reshape(-1, 3)[idx].astype(np.float32)
+    m = np.asarray(new_from_input, dtype=np.float32)
+    q = p @ m[:3, :3].T + m[:3, 3]
+    z = -q[:, 2]
+    fx, fy, cx, cy = k_out
+    front = z > 1e-3
+    zs = np.maximum(z, 1e-3)
+    u = fx * q[:, 0] / zs + cx
+    v = cy - fy * q[:, 1] / zs
+    iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
+    inside = front & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h)
+    if not inside.any():
+        return map_x, map_y, np.zeros((h, w), np.float32), depth
+    tgt = iv[inside] * w + iu[inside]
+    zin = z[inside]
+    src = idx[inside]
+    zt = torch.from_numpy(zin.astype(np.float32))
+    zbuf = torch.full((h * w,), float("inf"))
+    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), zt, "amin")
+    zb = zbuf.numpy()
+    win = zin <= zb[tgt] + 1e-6
+    tgt_w, src_w = tgt[win], src[win]
+    hit = np.zeros(h * w, np.float32)
+    hit[tgt_w] = 1.0
+    coords = np.zeros((h * w, 3), np.float32)
+    coords[tgt_w, 0] = (src_w % w_in).astype(np.float32)
+    coords[tgt_w, 1] = (src_w // w_in).astype(np.float32)
+    coords[tgt_w, 2] = zin[win]
+    hit = hit.reshape(h, w)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+    cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k)
+    coords = coords.reshape(h, w, 3)
+    if (cover > hit).any():
+        filled = _push_pull(coords, hit)
+        holes = (cover > 0) & (hit == 0)
+        coords[holes] = filled[holes]
+    map_x, map_y = coords[..., 0], coords[..., 1]
+    depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
+    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cover.astype(np.float32), depth
+
+
+def sample(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """cv2.remap wrapper: img (H, W[, C]) sampled at (map_x, map_y) pixel-index coordinates."""
+    return cv2.remap(img, map_x, map_y, cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def inpaint_background(plate: np.ndarray, alpha: np.ndarray, scale: int = 4, grow_px: int = 9) -> np.ndarray:
+    """The plate (H, W, 3) with the person (alpha (H, W)) removed and filled from around -> (H, W, 3).
+
+    The matte is grown by `grow_px`; filling is cv2.inpaint (Telea) at 1/`scale` resolution, then
+    upsampled; pixels outside the grown matte keep the plate.
+    """
+    h, w = alpha.shape
+    hole = (alpha > 0.02).astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow_px + 1, 2 * grow_px + 1))
+    hole = cv2.dilate(hole, k)
+    sw, sh_ = max(w // scale, 8), max(h // scale, 8)
+    small = cv2.resize(plate, (sw, sh_), interpolation=cv2.INTER_AREA)
+    small_hole = (cv2.resize(hole, (sw, sh_), interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8)
+    small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
+    s8 = np.clip(np.sqrt(np.clip(small, 0, 1)) * 255 + 0.5, 0, 255).astype(np.uint8)
+    filled8 = cv2.inpaint(s8, small_hole, 5, cv2.INPAINT_TELEA)
+    filled = (filled8.astype(np.float32) / 255.0) ** 2
+    up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow_px / 3.0)[..., None]
+    return (plate * (1 - soft) + up * soft).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- passes
+
+def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | None) -> np.ndarray:
+    """Person radiance rgb (H, W, 3) with matte alpha (H, W) over background (H, W, 3) -> RGBA (H, W, 4).
+
+    background None: transparent output, straight alpha (rgb kept where alpha > 0).
+    """
+    h, w = alpha.shape
+    out = np.empty((h, w, 4), np.float32)
+    if background is None:
+        out[..., :3] = rgb
+        out[..., 3] = alpha
+    else:
+        a = alpha[..., None]
+        out[..., :3] = background + a * (rgb - background)
+        out[..., 3] = 1.0
+    return out
+
+
+def encode_normals(normals: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    """Unit normals (H, W, 3) in [-1, 1] -> (H, W, 3) in [0, 1] (n * 0.5 + 0.5); 0.5 grey outside alpha."""
+    enc = normals * 0.5 + 0.5
+    if alpha is not None:
+        enc = np.where(alpha[..., None] > 0.02, enc, 0.5)
+    return enc.astype(np.float32)

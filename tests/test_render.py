@@ -1,0 +1,141 @@
+"""Rendering: shading direction, novel-view re-projection of a textured sphere, shadows, compositing."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from relight_core import intrinsic, pipeline, render
+
+R_HEAD = 0.25  # sphere radius, head units
+DIST = 2.7
+
+
+def sphere_maps(size: int = 192, fov: float = 18.837):
+    """A sphere of radius R_HEAD at (0, 0, -DIST) seen by a pinhole camera -> points, normals, mask, K."""
+    f = 0.5 * size / math.tan(math.radians(fov) / 2)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    d = np.stack([(xx - size / 2) / f, -(yy - size / 2) / f, -np.ones_like(xx)], -1)
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    c = np.array([0.0, 0.0, -DIST])
+    b = d @ c
+    disc = b * b - (c @ c - R_HEAD ** 2)
+    mask = disc > 0
+    t = b - np.sqrt(np.maximum(disc, 0))
+    p = d * t[..., None]
+    n = (p - c) / R_HEAD
+    p[~mask] = 0
+    n[~mask] = 0
+    return p.astype(np.float32), n.astype(np.float32), mask, (f, f, size / 2, size / 2)
+
+
+def test_light_from_the_right_brightens_the_right_side():
+    _, n, mask, _ = sphere_maps(128)
+    sh = np.zeros((9, 3))
+    sh[0] = 1.0
+    sh[3] = 0.8  # +X in the DPR frame = image right
+    s = intrinsic.shade_image(intrinsic.cam_to_dpr_normals(n), sh, mask)
+    w = s.shape[1]
+    right = s[:, w // 2 + 10:][mask[:, w // 2 + 10:]].mean()
+    left = s[:, :w // 2 - 10][mask[:, :w // 2 - 10]].mean()
+    assert right > 1.5 * left
+
+
+def test_orbit_reprojection_shows_the_rotated_surface():
+    size = 160
+    p, _, mask, k = sphere_maps(size)
+    cam_from_head = np.eye(4)
+    cam_from_head[:3, 3] = [0, 0, -DIST]
+    plan = pipeline.ViewPlan({"yaw": 20.0, "pitch": 0.0}, 1)
+    new_from_input, kk, _ = plan.view(0, cam_from_head, k, (size, size))
+    mx, my, cover, depth = render.reproject_maps(p, mask, new_from_input, kk, (size, size))
+    head_x = (p[..., 0]).astype(np.float32)  # texture: head-space x of the surface point
+    seen = render.sample(head_x, mx, my)
+    c = size // 2
+    # the camera moved toward +x: the image centre now shows the point at 20 degrees longitude
+    assert abs(seen[c, c] - R_HEAD * math.sin(math.radians(20))) < 0.01
+    # the silhouette of a sphere is the same disc: covered, no holes
+    inner = mask & (cv_distance(mask) > 6)  # the limb crescent beyond the input silhouette is unknown
+    assert cover[inner].min() == 1.0
+    assert abs(depth[c, c] - (DIST - R_HEAD)) < 0.02
+
+
+def cv_distance(mask):
+    import cv2
+
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+
+
+def test_pitch_moves_the_camera_up():
+    size = 128
+    p, _, mask, k = sphere_maps(size)
+    cam_from_head = np.eye(4)
+    cam_from_head[:3, 3] = [0, 0, -DIST]
+    new_from_input, kk, _ = pipeline.ViewPlan({"pitch": 15.0}, 1).view(0, cam_from_head, k, (size, size))
+    mx, my, _, _ = render.reproject_maps(p, mask, new_from_input, kk, (size, size))
+    seen = render.sample(p[..., 1].copy(), mx, my)
+    assert seen[size // 2, size // 2] > 0.04  # looking down: the centre shows the upper part of the sphere
+
+
+def test_cast_shadow_of_an_occluder():
+    # a back plane at z=-3 and a small square at z=-2.8 in front of it; light from the camera (+z)
+    xs = np.linspace(-0.4, 0.4, 60)
+    gx, gy = np.meshgrid(xs, xs)
+    back = np.stack([gx, gy, np.full_like(gx, -3.0)], -1).reshape(-1, 3)
+    sq = (np.abs(gx) < 0.1) & (np.abs(gy) < 0.1)
+    front = np.stack([gx[sq], gy[sq], np.full(sq.sum(), -2.8)], -1)
+    pts = np.concatenate([back, front]).astype(np.float32)
+    to_light = np.broadcast_to(np.array([0, 0, 1.0], np.float32), pts.shape)
+    vis = render.shadow_visibility(pts, to_light, None, res=64, bias=0.01)
+    vb = vis[: len(back)].reshape(gx.shape)
+    assert vb[sq & (np.abs(gx) < 0.07) & (np.abs(gy) < 0.07)].max() == 0.0
+    assert vb[(np.abs(gx) > 0.2) | (np.abs(gy) > 0.2)].min() == 1.0
+    assert vis[len(back):].min() == 1.0
+
+
+def test_key_light_specular_peaks_at_the_mirror_direction():
+    size = 96
+    p, n, mask, _ = sphere_maps(size)
+
+    class Sun:
+        direction = np.array([0.0, -1.0, 0.0])  # DPR -Y = toward the viewer
+        color = (1.0, 1.0, 1.0)
+        strength = 2.0
+
+    delta, spec = render.key_light_terms(n, p, mask, [Sun()], np.eye(3), np.array([0, 0, -DIST]),
+                                         np.zeros(3), shadows=True)
+    peak = np.unravel_index(np.argmax(spec[..., 0]), mask.shape)
+    assert abs(peak[0] - size / 2) <= 2 and abs(peak[1] - size / 2) <= 2
+    assert np.abs(delta).max() < 1e-6  # a convex sphere lit from the camera casts no shadow on itself
+
+
+def test_composite_keep_and_transparent():
+    rgb = np.full((4, 4, 3), 0.8, np.float32)
+    plate = np.zeros((4, 4, 3), np.float32)
+    a = np.zeros((4, 4), np.float32)
+    a[1:3, 1:3] = 1.0
+    keep = render.composite(rgb, a, plate)
+    assert keep[..., 3].min() == 1.0 and keep[0, 0, 0] == 0.0 and keep[1, 1, 0] == np.float32(0.8)
+    tr = render.composite(rgb, a, None)
+    assert tr[0, 0, 3] == 0.0 and tr[1, 1, 3] == 1.0
+
+
+def test_exposure_scale_matches_mean_irradiance():
+    a = np.zeros((9, 3))
+    a[0] = 1.0
+    b = a * 3.0
+    assert abs(render.exposure_scale(a, b) - 1 / 3) < 1e-6
+
+
+def test_head_light_space_turns_with_the_head():
+    ang = math.radians(30)
+    r = np.array([[math.cos(ang), 0, math.sin(ang)], [0, 1, 0], [-math.sin(ang), 0, math.cos(ang)]])
+    cfh = np.eye(4)
+    cfh[:3, :3] = r
+    rot = render.light_rotation(cfh, "head")
+    # head +z (out of the face) in DPR is -Y; after the head turns it points along the turned face
+    face_dir_cam = r @ np.array([0, 0, 1.0])
+    expected = render.CAM_TO_DPR @ face_dir_cam
+    assert np.allclose(rot @ np.array([0, -1.0, 0]), expected, atol=1e-9)
+    assert np.allclose(render.light_rotation(cfh, "world"), np.eye(3))
