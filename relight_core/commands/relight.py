@@ -1,0 +1,163 @@
+"""`relight-core relight INPUT --light LIGHT --out DIR`: relight footage (and optionally move the camera)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "relight"
+HELP = "Relight a portrait clip, image sequence or photo; optionally render it from a new camera."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `relight` (see docs/cli.md)."""
+    parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
+    parser.add_argument("--light", default="input", metavar="LIGHT",
+                        help="preset name, light file (.txt/.npy/.json, one light or one per frame), a "
+                             "reference portrait image (its light is transferred) or 'input' (keep the "
+                             "estimated input light) [default: input]")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    for axis in ("yaw", "pitch", "roll"):
+        parser.add_argument(f"--{axis}", default=None, metavar="DEG",
+                            help=f"camera {axis} about the head centre relative to the input camera, "
+                             "degrees: a constant or a keyframed START:END over the frames")
+    parser.add_argument("--camera", default=None, metavar="CAMS.json",
+                        help='per-frame cameras: {"fov_deg": f, "cam2head": [4x4 per frame]} '
+                             '(the Blender export)')
+    parser.add_argument("--light-space", choices=("world", "head"), default="world",
+                        help="light fixed to the camera/world (default) or to the head")
+    parser.add_argument("--passes", default="rgba", help="comma list of rgba,albedo,shading,normal,depth")
+    parser.add_argument("--format", choices=("png", "exr"), default="png", help="png files per pass or "
+                        "one multilayer EXR per frame")
+    parser.add_argument("--frames", default=None, metavar="A:B", help="source frames A (incl.) to B (excl.)")
+    parser.add_argument("--size", type=int, default=None, metavar="N", help="longer side in pixels")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--background", choices=("keep", "transparent"), default="keep",
+                        help="relit person over the plate (keep) or RGBA with the matte (transparent)")
+    parser.add_argument("--intensity", choices=("match", "absolute"), default="match",
+                        help="match: scale the target light to the input's exposure (default); "
+                             "absolute: use it as given")
+    parser.add_argument("--no-resume", action="store_true", help="re-render frames that already exist")
+    parser.add_argument("--no-smoothing", action="store_true", help="switch temporal stabilisation off")
+
+
+def parse_frames(text: str | None) -> tuple[int, int] | None:
+    """'A:B' -> (A, B) source frame range (B exclusive; 'A:' = to the end); UserError when malformed."""
+    from relight_core.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        a, b = text.split(":")
+        start = int(a) if a.strip() else 0
+        stop = int(b) if b.strip() else -1
+    except ValueError:
+        raise UserError(f"--frames '{text}' is not A:B (two frame numbers, B exclusive).") from None
+    if start < 0 or (stop != -1 and stop <= start):
+        raise UserError(f"--frames '{text}' is an empty or negative range; give A:B with 0 <= A < B.")
+    return start, stop
+
+
+def parse_angle(text: str | None, name: str) -> float | str | None:
+    """'12.5' -> 12.5, 'a:b' -> 'a:b' (keyframed, validated), None -> None."""
+    from relight_core.errors import UserError
+
+    if text is None:
+        return None
+    try:
+        parts = [float(p) for p in str(text).split(":")]
+    except ValueError:
+        raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.") from None
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return f"{parts[0]}:{parts[1]}"
+    raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.")
+
+
+def load_camera_file(path: str) -> dict:
+    """Read a cams.json -> the camera dict of the worker protocol (UserError when unreadable)."""
+    from relight_core.errors import UserError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"Camera file {path} does not exist.") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"Camera file {path} is not valid JSON ({exc}).") from None
+    if isinstance(data, dict) and "frames" in data and "cam2head" not in data:
+        frames = data["frames"]
+        data = {"fov_deg": data.get("fov_deg", frames[0].get("fov_deg") if frames else None),
+                "cam2head": [f["cam2head"] for f in frames]}
+    if not isinstance(data, dict) or "cam2head" not in data:
+        raise UserError(f"Camera file {path} needs a 'cam2head' list of 4x4 matrices and 'fov_deg'.")
+    return data
+
+
+def job_from_args(args: argparse.Namespace):
+    """The `pipeline.RelightJob` of parsed CLI arguments."""
+    from relight_core import pipeline
+
+    camera = None
+    if args.camera:
+        camera = load_camera_file(args.camera)
+    else:
+        angles = {a: parse_angle(getattr(args, a), a) for a in ("yaw", "pitch", "roll")}
+        if any(v is not None for v in angles.values()):
+            camera = {a: (0.0 if v is None else v) for a, v in angles.items()}
+    passes = tuple(p.strip() for p in args.passes.split(",") if p.strip())
+    return pipeline.RelightJob(
+        input=args.input, output=args.out, lighting=args.light, frames=parse_frames(args.frames),
+        size=args.size, format=args.format, passes=passes, device=args.device, background=args.background,
+        light_space=args.light_space, resume=not args.no_resume, camera=camera, intensity=args.intensity,
+        smoothing=not args.no_smoothing)
+
+
+class TerminalProgress:
+    """Event sink for the terminal: tqdm bars per stage on stderr, warnings as lines."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage = None
+
+    def __call__(self, event: dict) -> None:
+        from tqdm import tqdm
+
+        kind = event.get("event")
+        if kind == "progress":
+            if event["stage"] != self.stage:
+                self.close()
+                self.stage = event["stage"]
+                self.bar = tqdm(total=event["total"], desc=self.stage, unit="frame", file=sys.stderr,
+                                dynamic_ncols=True)
+            self.bar.n = event["done"]
+            self.bar.refresh()
+        elif kind == "warning":
+            msg = f"warning: frame {event['frame']}: {event['message']}" if event.get("frame") is not None \
+                else f"warning: {event['message']}"
+            (self.bar.write if self.bar else print)(msg, file=sys.stderr)
+        elif kind in ("done", "cancelled"):
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `relight`; prints where the frames and the report are."""
+    from relight_core import pipeline
+
+    job = job_from_args(args)
+    sink = TerminalProgress()
+    try:
+        report = pipeline.run(job, on_event=sink)
+    finally:
+        sink.close()
+    t = report["totals"]
+    print(f"relit {t['written']} frame(s) ({t['skipped']} already done) into {report['output']}; "
+          f"report: {report['output']}/report.json ({t['fps_end_to_end']} fps end to end)")
+    return 0

@@ -1,0 +1,768 @@
+"""The streaming orchestrator: footage in -> relit frames and passes out, with progress events.
+
+Pass 1 (analysis): the tracker runs over the clip once (landmarks, pose, matte: small per-frame data);
+the result is cached as DIR/analysis.npz (with DIR/analysis.json naming the input) and reused when it
+matches the input, the frame range and the size. Pass 2 (relight), one frame at a time, constant memory:
+geometry -> input light (intrinsic) -> temporal stabilisation -> render -> write (atomic).
+
+Exposure ("intensity"): by default ("match") the target light is scaled by one constant per run so that
+its mean irradiance over camera-facing normals equals that of the input light estimated on the first
+frame of the range: a preset then relights at about the input's exposure, and a light that changes over
+time keeps its own relative changes. "absolute" uses the target light as given (the input light is then
+expressed for a skin albedo of luminance `intrinsic.SKIN_ALBEDO_LUMA`).
+
+Events (dicts, the worker protocol of docs/cli.md): started, progress (stage analyze|relight), warning,
+frame, done, cancelled. Cancelling (an Event, SIGTERM or Ctrl-C) stops between frames: every file that
+exists is complete (written under a temporary name, then renamed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from relight_core.errors import UserError
+
+PASSES = ("rgba", "albedo", "shading", "normal", "depth")
+PROCESSING_STAGES = ("geometry", "intrinsic", "temporal", "render")
+EventSink = Callable[[dict], None]
+SPECULAR_ALBEDO = 0.05  # skin-like specular reflectance used with explicit key lights
+SPECULAR_LABELS = (1, 4)  # skin, lips
+
+
+@dataclasses.dataclass
+class RelightJob:
+    """One relight request (the worker's JSON request, or the CLI's options).
+
+    lighting: a preset name or light-file path (str), "input" (the estimated input light: identity relight,
+    e.g. for novel views only), a dict as in the worker protocol, or a `lights.LightSequence`.
+    camera: None (input view), {"yaw": [...], "pitch": [...], "roll": [...]} (degrees, one value or one per
+    frame; an orbit of the INPUT camera about the head centre, positive yaw = camera toward head +x,
+    positive pitch = camera above) or {"fov_deg": f, "cam2head": 4x4 or [4x4 per frame]} (absolute).
+    """
+
+    input: str
+    output: str
+    lighting: Any = "input"
+    frames: tuple[int, int] | None = None
+    size: int | None = None
+    format: str = "png"
+    passes: tuple[str, ...] = ("rgba",)
+    device: str = "auto"
+    background: str = "keep"
+    light_space: str = "world"
+    resume: bool = True
+    camera: dict | None = None
+    intensity: str = "match"
+    smoothing: bool = True
+    keep_analysis: bool = True
+
+
+# --------------------------------------------------------------------------------------------- validation
+
+def resolve_device(device: str) -> str:
+    """'auto' | 'cpu' | 'cuda' -> 'cpu' or 'cuda'; UserError when CUDA is asked for but absent."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"Device '{device}' is not one of auto, cpu, cuda.")
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    has = torch.cuda.is_available()
+    if device == "cuda" and not has:
+        raise UserError("Device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    return "cuda" if has else "cpu"
+
+
+def _validate(job: RelightJob) -> None:
+    bad = [p for p in job.passes if p not in PASSES]
+    if bad or not job.passes:
+        raise UserError(f"Unknown pass(es) {', '.join(bad) or '(none)'}; choose from {', '.join(PASSES)}.")
+    if job.format not in ("png", "exr"):
+        raise UserError(f"Format '{job.format}' is not png or exr.")
+    if job.background not in ("keep", "transparent"):
+        raise UserError(f"Background '{job.background}' is not keep or transparent.")
+    if job.light_space not in ("world", "head"):
+        raise UserError(f"Light space '{job.light_space}' is not world or head.")
+    if job.intensity not in ("match", "absolute"):
+        raise UserError(f"Intensity '{job.intensity}' is not match or absolute.")
+    if job.size is not None and not 16 <= int(job.size) <= 8192:
+        raise UserError(f"Size {job.size} is out of range; give the longer side in pixels (16..8192).")
+
+
+def prepare_output(path: str | os.PathLike) -> Path:
+    """Create the output folder and check that it is writable -> its Path (UserError otherwise)."""
+    out = Path(path).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"Output folder {out} is not writable ({exc.strerror or exc}); choose another "
+                        "folder with --out.") from None
+    return out
+
+
+# --------------------------------------------------------------------------------------------- lighting
+
+class SHSequence:
+    """A light sequence over explicit SH: shs (N, 9, 3); key_lights: one list for all frames, or one
+    list per frame. Frames past the end hold the last light."""
+
+    def __init__(self, shs: np.ndarray, key_lights: list | None = None) -> None:
+        self.shs = np.asarray(shs, dtype=np.float64)
+        self.keys = key_lights or []
+        self.per_frame_keys = bool(self.keys) and all(isinstance(k, list) for k in self.keys)
+        self.n_frames = len(self.shs)
+        self.name = "sh"
+
+    def sh_at(self, frame: int) -> np.ndarray:
+        return self.shs[min(max(frame, 0), self.n_frames - 1)]
+
+    def key_lights_at(self, frame: int) -> list:
+        if self.per_frame_keys:
+            return self.keys[min(max(frame, 0), len(self.keys) - 1)]
+        return self.keys
+
+
+def _key_lights_from_json(items: list) -> list:
+    from relight_core import lights
+
+    out = []
+    for i, it in enumerate(items or []):
+        try:
+            kind = str(it.get("type", "directional")).lower()
+            color = tuple(float(c) for c in it.get("color", (1, 1, 1)))
+            if kind in ("directional", "sun"):
+                out.append(lights.DirectionalLight(direction=np.asarray(it["direction"], float), color=color,
+                                                   strength=float(it.get("strength", 1.0))))
+            elif kind == "point":
+                out.append(lights.PointLight(position=np.asarray(it["position"], float), color=color,
+                                             power=float(it.get("power", 100.0)),
+                                             radius=float(it.get("radius", 0.0))))
+            else:
+                raise KeyError("type")
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserError(f"Key light {i} of the request is malformed; give type 'directional' (direction, "
+                            "color, strength) or 'point' (position, color, power).") from None
+    return out
+
+
+def _sh_array(value: Any, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} is not a list of numbers; give 9 [r, g, b] triples.") from None
+    if arr.shape == (9,):
+        arr = np.repeat(arr[:, None], 3, axis=1)
+    if arr.shape == (9, 3):
+        return arr[None]
+    if arr.ndim == 2 and arr.shape[1] == 9:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[1:] == (9, 3):
+        return arr
+    raise UserError(f"{where} has shape {arr.shape}; give 9 [r, g, b] triples or one such list per frame.")
+
+
+def reference_light(path: str, size: int | None = 512) -> np.ndarray:
+    """Light transfer: the estimated (smoothing-free) input light (9, 3) of a reference portrait image."""
+    from relight_core import geometry, intrinsic, io, track
+
+    footage = io.open_footage(path, size=size)
+    analysis = track.analyze_footage(footage)
+    if not bool(np.any(analysis.valid)):
+        raise UserError(f"No face was found in the reference image {path}; use a portrait photo.")
+    _, img = next(iter(footage))
+    geo = geometry.build_geometry(analysis, 0, footage.height, footage.width)
+    est = intrinsic.estimate_input_light(img, intrinsic.cam_to_dpr_normals(geo.normals), geo.labels)
+    if est is None:
+        raise UserError(f"Too little skin is visible in the reference image {path} to estimate its light.")
+    return est[0].astype(np.float64)
+
+
+def load_target_lighting(spec: Any, size: int | None = 512):
+    """A lighting spec -> an object with `sh_at(k)`, `key_lights_at(k)`, `n_frames`, or None for "input".
+
+    spec: "input" | preset name | light-file path | worker dict ({"preset"}, {"file"}, {"reference"},
+    {"sh", "key_lights"}) | an object that already has `sh_at`.
+    """
+    if hasattr(spec, "sh_at"):
+        return spec
+    if isinstance(spec, dict):
+        if "sh" in spec:
+            return SHSequence(_sh_array(spec["sh"], "Lighting 'sh'"),
+                              _key_lights_from_json(spec.get("key_lights")))
+        if "reference" in spec:
+            return SHSequence(reference_light(str(spec["reference"]), size)[None], [])
+        if "preset" in spec:
+            spec = str(spec["preset"])
+        elif "file" in spec:
+            spec = str(spec["file"])
+        else:
+            raise UserError("Lighting must be one of {\"preset\"}, {\"file\"}, {\"reference\"} or {\"sh\"}.")
+    spec = str(spec)
+    if spec == "input":
+        return None
+    from relight_core import lights
+
+    p = Path(spec)
+    if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".exr"):
+        if not p.is_file():
+            raise UserError(f"Reference image {spec} does not exist.")
+        return SHSequence(reference_light(spec, size)[None], [])
+    return lights.load_lighting(spec)
+
+
+# --------------------------------------------------------------------------------------------- cameras
+
+def _orbit_delta(yaw: float, pitch: float, roll: float, pivot: np.ndarray) -> np.ndarray:
+    """New camera pose (4x4) in the input camera's frame: the camera orbits `pivot` (cam space).
+
+    Rotation Q = Ry(yaw) @ Rx(-pitch) @ Rz(roll) (degrees): positive yaw moves the camera toward +x (image
+    right), positive pitch moves it up (it looks down on the head); position = pivot - Q pivot.
+    """
+    y, p, r = np.radians([yaw, pitch, roll])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rx = np.array([[1, 0, 0], [0, math.cos(-p), -math.sin(-p)], [0, math.sin(-p), math.cos(-p)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    q = ry @ rx @ rz
+    m = np.eye(4)
+    m[:3, :3] = q
+    m[:3, 3] = pivot - q @ pivot
+    return m
+
+
+def _per_frame(values: Any, n: int, name: str) -> np.ndarray:
+    """One value, 'START:END' (linear over the frames) or one value per frame -> (n,) float64."""
+    if isinstance(values, str):
+        try:
+            a, b = (float(v) for v in values.split(":"))
+        except ValueError:
+            raise UserError(f"Camera '{name}' value '{values}' is not a number or START:END.") from None
+        return np.linspace(a, b, n) if n > 1 else np.array([a])
+    try:
+        arr = np.atleast_1d(np.asarray(values if values is not None else 0.0, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise UserError(f"Camera '{name}' must be degrees: one number or one per frame.") from None
+    if arr.size == 1:
+        return np.full(n, float(arr[0]))
+    if arr.size != n:
+        raise UserError(f"Camera '{name}' has {arr.size} values for {n} frames; give one or one per frame.")
+    return arr
+
+
+class ViewPlan:
+    """Per output frame k: the view (None = input view) as new_from_input 4x4 and intrinsics."""
+
+    def __init__(self, camera: dict | None, n: int) -> None:
+        self.kind = "input"
+        self.n = n
+        if not camera:
+            return
+        if not isinstance(camera, dict):
+            raise UserError("Camera must be {\"yaw\", \"pitch\", \"roll\"} or {\"fov_deg\", \"cam2head\"}.")
+        if "cam2head" in camera:
+            try:
+                m = np.asarray(camera["cam2head"], dtype=np.float64)
+                self.fov = float(camera.get("fov_deg", 18.837))
+            except (TypeError, ValueError):
+                raise UserError("Camera 'cam2head' must be a 4x4 matrix or one per frame.") from None
+            if m.shape == (4, 4):
+                m = m[None]
+            if m.ndim != 3 or m.shape[1:] != (4, 4) or len(m) not in (1, n):
+                raise UserError(f"Camera 'cam2head' has shape {m.shape}; give a 4x4 or {n} of them.")
+            if not 1.0 <= self.fov <= 170.0:
+                raise UserError(f"Camera fov_deg {self.fov} is out of range (1..170 degrees).")
+            self.kind, self.cam2head = "absolute", m
+            return
+        self.yaw = _per_frame(camera.get("yaw"), n, "yaw")
+        self.pitch = _per_frame(camera.get("pitch"), n, "pitch")
+        self.roll = _per_frame(camera.get("roll"), n, "roll")
+        if np.all(self.yaw == 0) and np.all(self.pitch == 0) and np.all(self.roll == 0):
+            return
+        self.kind = "orbit"
+
+    def view(self, k: int, cam_from_head: np.ndarray, k_in: tuple, hw: tuple[int, int]
+             ) -> tuple[np.ndarray, tuple, np.ndarray] | None:
+        """(new_from_input 4x4, (fx, fy, cx, cy), cam2head 4x4) for frame k, or None for the input view."""
+        if self.kind == "input":
+            return None
+        c2h_in = np.linalg.inv(cam_from_head)
+        if self.kind == "orbit":
+            delta = _orbit_delta(self.yaw[k], self.pitch[k], self.roll[k], cam_from_head[:3, 3])
+            return np.linalg.inv(delta), k_in, c2h_in @ delta
+        c2h = self.cam2head[min(k, len(self.cam2head) - 1)]
+        h, w = hw
+        fy = 0.5 * h / math.tan(math.radians(self.fov) / 2)
+        kk = (fy, fy, w / 2.0, h / 2.0)
+        return np.linalg.inv(c2h) @ cam_from_head, kk, c2h
+
+    def describe(self, k: int, c2h: np.ndarray | None) -> dict:
+        if self.kind == "orbit":
+            return {"kind": "orbit", "yaw": float(self.yaw[k]), "pitch": float(self.pitch[k]),
+                    "roll": float(self.roll[k]),
+                    "cam2head": None if c2h is None else np.round(c2h, 6).tolist()}
+        if self.kind == "absolute":
+            return {"kind": "absolute", "fov_deg": self.fov,
+                    "cam2head": None if c2h is None else np.round(c2h, 6).tolist()}
+        return {"kind": "input"}
+
+
+# --------------------------------------------------------------------------------------------- analysis
+
+def _input_signature(footage, job: RelightJob) -> dict:
+    p = Path(job.input).expanduser().resolve()
+    st = p.stat()
+    h = hashlib.sha1(f"{p}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    return {"input": str(p), "id": h, "first": footage.frame_indices[0],
+            "stop": footage.frame_indices[-1] + 1, "width": footage.width, "height": footage.height}
+
+
+def load_or_analyze(footage, job: RelightJob, out: Path, emit: EventSink, cancel: threading.Event):
+    """Pass 1: the tracker's `Analysis` of the footage, from DIR/analysis.npz when it matches, else fresh."""
+    from relight_core import io, track
+
+    npz, meta = out / "analysis.npz", out / "analysis.json"
+    sig = _input_signature(footage, job)
+    if npz.is_file():
+        try:
+            old_sig = json.loads(meta.read_text()) if meta.is_file() else None
+            a = track.Analysis.load(str(npz))
+            same = (list(a.frame_indices) == list(footage.frame_indices) and int(a.width) == footage.width
+                    and int(a.height) == footage.height
+                    and (old_sig is None or old_sig.get("id") == sig["id"]))
+            if same:
+                emit({"event": "progress", "stage": "analyze", "done": a.n_frames, "total": a.n_frames})
+                return a, True
+        except Exception:  # noqa: BLE001 - an unreadable cache is simply recomputed
+            pass
+    total = footage.n_frames
+
+    def progress(*args, **_kw) -> None:
+        if cancel.is_set():
+            raise _Cancelled()
+        done = int(args[0]) if args else 0
+        emit({"event": "progress", "stage": "analyze", "done": done, "total": total})
+
+    a = track.analyze_footage(footage, progress=progress)
+    if not bool(np.any(a.valid)):
+        raise UserError(f"No face was found in {Path(job.input).name}; the engine needs a visible face.")
+    if job.keep_analysis:
+        with io.atomic_write(npz) as tmp:
+            a.save(str(tmp))
+            if not tmp.exists() and Path(str(tmp) + ".npz").exists():  # np.savez may append .npz
+                os.replace(str(tmp) + ".npz", tmp)
+        with io.atomic_write(meta) as tmp:
+            tmp.write_text(json.dumps(sig))
+    return a, False
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------------------------- outputs
+
+def frame_paths(out: Path, stem: str, index: int, passes: tuple[str, ...], fmt: str) -> dict[str, Path]:
+    """The files of one output frame: {pass: path} (PNG) or {"exr": path}."""
+    name = f"{stem}_{index:06d}"
+    if fmt == "exr":
+        return {"exr": out / "exr" / f"{name}.exr"}
+    return {p: out / p / f"{name}.png" for p in passes}
+
+
+def _write_data_png16(path: Path, img: np.ndarray) -> None:
+    """(H, W) or (H, W, 3) values in 0..1 stored LINEARLY as a 16-bit PNG (normal, depth passes)."""
+    import cv2
+
+    from relight_core import io
+
+    a = (np.clip(img, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+    if a.ndim == 3:
+        a = np.ascontiguousarray(a[:, :, ::-1])
+    with io.atomic_write(path) as tmp:
+        if not cv2.imwrite(str(tmp), a):
+            raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
+
+
+def write_frame(files: dict[str, Path], layers: dict[str, np.ndarray], fmt: str) -> None:
+    """Write one frame's layers (rgba (H,W,4), albedo/shading (H,W,3) linear, normal (H,W,3) 0..1,
+    depth (H,W) head units) to `files` atomically."""
+    from relight_core import io, render
+
+    if fmt == "exr":
+        io.write_exr(files["exr"], layers)
+        return
+    for name, path in files.items():
+        img = layers[name]
+        if name == "normal":
+            _write_data_png16(path, img)
+        elif name == "depth":
+            _write_data_png16(path, img / render.DEPTH_PNG_RANGE)
+        else:
+            io.write_png(path, img)
+
+
+# --------------------------------------------------------------------------------------------- the frame
+
+class FrameRenderer:
+    """Per-frame state and work of pass 2 (geometry -> intrinsic -> temporal -> render).
+
+    Holds the temporal filters; `reset()` forgets them.
+    """
+
+    STAGES = ("decode", "geometry", "intrinsic", "temporal", "render", "write")
+
+    def __init__(self, job: RelightJob, analysis, target, views: ViewPlan, fps: float) -> None:
+        from relight_core import temporal
+
+        self.job, self.analysis, self.target, self.views = job, analysis, target, views
+        self.light_filter = temporal.SHSmoother(fps=fps) if job.smoothing else None
+        self.albedo_filter = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
+        self.last_light: np.ndarray | None = None
+        self.scale: float | None = 1.0 if job.intensity == "absolute" else None
+
+    def reset(self) -> None:
+        if self.light_filter is not None:
+            self.light_filter.reset()
+        self.albedo_filter.reset()
+        self.last_light = None
+
+    def process(self, k: int, a_index: int, img: np.ndarray, timings: dict, render_out: bool = True
+                ) -> tuple[dict[str, np.ndarray] | None, dict]:
+        """Frame k of the run (analysis row a_index, image (H, W, 3) linear) -> (layers or None, info)."""
+        from relight_core import geometry, intrinsic, render
+
+        h, w = img.shape[:2]
+        info: dict[str, Any] = {"warnings": []}
+        t = time.perf_counter()
+        geo = geometry.build_geometry(self.analysis, a_index, h, w)
+        normals = np.asarray(geo.normals, dtype=np.float32)
+        alpha = np.asarray(geo.alpha, dtype=np.float32)
+        n_dpr = intrinsic.cam_to_dpr_normals(normals)
+        person = alpha > 0.02
+        t2 = time.perf_counter()
+        timings["geometry"] += t2 - t
+        est = intrinsic.estimate_input_light(img, n_dpr, geo.labels)
+        raw = None
+        if est is None:
+            info["warnings"].append("too little skin visible to estimate the input light; kept the previous")
+        else:
+            raw = est[0]
+        t3 = time.perf_counter()
+        timings["intrinsic"] += t3 - t2
+        if raw is None:
+            light_in = self.last_light if self.last_light is not None else _default_light()
+        else:
+            light_in = self.light_filter(raw) if self.light_filter is not None else raw
+        self.last_light = np.asarray(light_in, dtype=np.float32)
+        t4 = time.perf_counter()
+        timings["temporal"] += t4 - t3
+        shading_in = intrinsic.shade_image(n_dpr, self.last_light, person)
+        albedo = intrinsic.estimate_albedo(img, shading_in, alpha)
+        t5 = time.perf_counter()
+        timings["intrinsic"] += t5 - t4
+        albedo = self.albedo_filter(albedo, img, person)
+        t6 = time.perf_counter()
+        timings["temporal"] += t6 - t5
+        info["light_in"] = self.last_light
+        if self.scale is None and self.target is not None:
+            self.scale = render.exposure_scale(self.last_light, self._target_sh_cam(0, np.eye(4)))
+            info["exposure_scale"] = self.scale
+        if not render_out:
+            return None, info
+        layers = self._render(k, a_index, img, geo, normals, n_dpr, alpha, person, albedo, shading_in, info)
+        timings["render"] += time.perf_counter() - t6
+        return layers, info
+
+    def _target_sh_cam(self, k: int, cam_from_head: np.ndarray) -> np.ndarray:
+        from relight_core import render
+
+        sh = np.asarray(self.target.sh_at(k), dtype=np.float64)
+        if sh.ndim == 1:
+            sh = np.repeat(sh[:, None], 3, axis=1)
+        rot = render.light_rotation(cam_from_head, self.job.light_space)
+        return render.sh_in_camera(sh, rot)
+
+    def _render(self, k, a_index, img, geo, normals, n_dpr, alpha, person, albedo, shading_in, info
+                ) -> dict[str, np.ndarray]:
+        from relight_core import intrinsic, render
+
+        job = self.job
+        h, w = img.shape[:2]
+        cfh = np.asarray(self.analysis.cam_from_head[a_index], dtype=np.float64)
+        points = np.asarray(geo.points, dtype=np.float32)
+        if self.target is None:
+            shading = shading_in
+            keys: list = []
+        else:
+            sh_c = self._target_sh_cam(k, cfh) * (self.scale or 1.0)
+            shading = intrinsic.shade_image(n_dpr, sh_c, person)
+            keys = list(self.target.key_lights_at(k) or [])
+        k_in = _intrinsics(self.analysis, h, w)
+        view = self.views.view(k, cfh, k_in, (h, w))
+        info["cam2head"] = None if view is None else view[2]
+        view_pos = np.zeros(3) if view is None else np.linalg.inv(view[0])[:3, 3]
+        relit = albedo * shading
+        if keys:
+            rot = render.light_rotation(cfh, job.light_space)
+            scale = self.scale or 1.0
+            keys_scaled = [_scaled_light(kl, scale) for kl in keys]
+            delta, spec = render.key_light_terms(normals, points, person, keys_scaled, rot, cfh[:3, 3],
+                                                 view_pos)
+            shading = np.maximum(shading + delta, 0.0)
+            relit = albedo * shading
+            spec_mask = np.isin(geo.labels, SPECULAR_LABELS).astype(np.float32)[..., None]
+            relit += SPECULAR_ALBEDO * spec * spec_mask
+        layers: dict[str, np.ndarray] = {}
+        depth = np.asarray(geo.depth, dtype=np.float32)
+        if view is None:
+            bg = None if job.background == "transparent" else img
+            rgba = render.composite(relit, alpha, bg)
+            out_alpha, out_normals, out_depth = alpha, normals, depth
+            out_albedo, out_shading = albedo, shading
+        else:
+            new_from_input, kk, _ = view
+            valid = person & (depth > 0)
+            mx, my, cover, out_depth = render.reproject_maps(points, valid, new_from_input, kk, (h, w))
+            out_alpha = render.sample(alpha, mx, my) * cover
+            out_rgb = render.sample(relit, mx, my)
+            out_albedo = render.sample(albedo, mx, my) * cover[..., None]
+            out_shading = render.sample(shading, mx, my) * cover[..., None]
+            rn = new_from_input[:3, :3].astype(np.float32)
+            out_normals = render.sample(normals, mx, my) @ rn.T
+            out_normals /= np.maximum(np.linalg.norm(out_normals, axis=-1, keepdims=True), 1e-6)
+            bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
+            rgba = render.composite(out_rgb, out_alpha, bg)
+        want = job.passes if job.format == "png" else PASSES
+        if "rgba" in want:
+            layers["rgba"] = rgba
+        if "albedo" in want:
+            layers["albedo"] = out_albedo * (out_alpha[..., None] > 0.02)
+        if "shading" in want:
+            layers["shading"] = out_shading * (out_alpha[..., None] > 0.02)
+        if "normal" in want:
+            layers["normal"] = render.encode_normals(out_normals, out_alpha)
+        if "depth" in want:
+            layers["depth"] = np.where(out_alpha > 0.02, out_depth, 0.0).astype(np.float32)
+        return layers
+
+
+def _scaled_light(light, scale: float):
+    if scale == 1.0:
+        return light
+    fields = {f.name for f in dataclasses.fields(light)} if dataclasses.is_dataclass(light) else set()
+    for attr in ("strength", "power"):
+        if attr in fields:
+            return dataclasses.replace(light, **{attr: getattr(light, attr) * scale})
+    return light
+
+
+def _default_light() -> np.ndarray:
+    sh = np.zeros((9, 3), np.float32)
+    sh[0] = 1.0
+    return sh
+
+
+def _intrinsics(analysis, h: int, w: int) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of the analysis scaled to (h, w)."""
+    k = np.asarray(analysis.K, dtype=np.float64)
+    sx, sy = w / float(analysis.width), h / float(analysis.height)
+    return float(k[0, 0] * sx), float(k[1, 1] * sy), float(k[0, 2] * sx), float(k[1, 2] * sy)
+
+
+# --------------------------------------------------------------------------------------------- the run
+
+def run(job: RelightJob, on_event: EventSink | None = None, cancel: threading.Event | None = None) -> dict:
+    """Run a relight job -> the report (also written to DIR/report.json).
+
+    on_event receives the protocol events; cancel (threading.Event) stops the run between frames
+    (a "cancelled" event is sent and the report says so). Raises UserError for bad input.
+    """
+    from relight_core import io
+
+    emit = on_event or (lambda e: None)
+    cancel = cancel or threading.Event()
+    t_start = time.perf_counter()
+    _validate(job)
+    device = resolve_device(job.device)
+    footage = io.open_footage(job.input, frames=tuple(job.frames) if job.frames else None, size=job.size)
+    target = load_target_lighting(job.lighting, size=512)
+    still = footage.kind == "image"
+    n_out = footage.n_frames
+    if still:
+        n_out = max(n_out, _sequence_length(job.camera), int(getattr(target, "n_frames", 1) or 1))
+    views = ViewPlan(job.camera, n_out)
+    existed = Path(job.output).expanduser().exists()
+    out = prepare_output(job.output)
+    try:
+        return _run_frames(job, footage, target, views, out, n_out, still, device, emit, cancel, t_start)
+    except UserError:
+        frames_made = any(f.is_file() and not f.name.startswith("analysis.") for f in out.rglob("*"))
+        if not existed and not frames_made:  # a folder this run created, holding nothing of value
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_out: int, still: bool,
+                device: str, emit: EventSink, cancel: threading.Event, t_start: float) -> dict:
+    """Pass 1 and pass 2 of `run` once the inputs are validated and the output folder exists."""
+    stem = footage.name
+    emit({"event": "started", "frames": n_out, "output": str(out)})
+
+    timings = {s: 0.0 for s in FrameRenderer.STAGES}
+    report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
+                              "device": device, "options": _job_options(job), "frames": []}
+    report_path = out / "report.json"
+    old_frames = _previous_report_frames(report_path) if job.resume else {}
+    try:
+        analysis, cached = load_or_analyze(footage, job, out, emit, cancel)
+    except _Cancelled:
+        emit({"event": "cancelled", "frames_done": 0})
+        return {"cancelled": True, "frames_done": 0}
+    timings["analyze"] = 0.0 if cached else time.perf_counter() - t_start
+    report["analysis"] = {"cached": cached, "warnings": list(getattr(analysis, "warnings", []) or [])}
+    for wmsg in report["analysis"]["warnings"]:
+        emit({"event": "warning", "frame": None, "message": str(wmsg)})
+
+    out_indices = footage.frame_indices if not still else list(range(n_out))
+    done_flags = [job.resume and all(p.is_file() for p in frame_paths(out, stem, i, job.passes, job.format)
+                                     .values()) for i in out_indices]
+    warm = 3  # frames re-analysed before a resumed stretch, so the temporal filters start settled
+    need = [not d for d in done_flags]
+    analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + warm])) for k in range(n_out)]
+
+    renderer = FrameRenderer(job, analysis, target, views, float(footage.fps or 25.0))
+    frames_written = 0
+    cancelled = False
+    per_frame: dict[int, dict] = dict(old_frames)
+    it = iter(footage)
+    img = None
+    a_index = 0
+    for k in range(n_out):
+        if cancel.is_set():
+            cancelled = True
+            break
+        t0 = time.perf_counter()
+        if not still or img is None:
+            try:
+                a_index_src, img = next(it)
+            except StopIteration:
+                break
+            a_index = k if not still else 0
+        timings["decode"] += time.perf_counter() - t0
+        idx = out_indices[k]
+        if done_flags[k] and not analyse_only[k]:
+            emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
+            continue
+        if done_flags[k]:
+            renderer.process(k, a_index, img, timings, render_out=False)
+            emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
+            continue
+        layers, info = renderer.process(k, a_index, img, timings)
+        files = frame_paths(out, stem, idx, job.passes, job.format)
+        tw = time.perf_counter()
+        for p in files.values():
+            p.parent.mkdir(parents=True, exist_ok=True)
+        write_frame(files, layers, job.format)
+        timings["write"] += time.perf_counter() - tw
+        frames_written += 1
+        tracked = bool(np.asarray(analysis.valid)[a_index])
+        warnings = list(info["warnings"])
+        if not tracked:
+            warnings.append("no face tracked on this frame; pose and matte interpolated from neighbours")
+        for wmsg in warnings:
+            emit({"event": "warning", "frame": idx, "message": wmsg})
+        faces = getattr(analysis, "face_count", None)
+        per_frame[idx] = {"index": idx, "tracked": tracked,
+                          "faces": 1 if faces is None else int(np.asarray(faces)[a_index]),
+                          "light_in": np.round(info["light_in"], 5).tolist(),
+                          "view": views.describe(k, info.get("cam2head")),
+                          "warnings": warnings}
+        emit({"event": "frame", "index": idx, "files": {name: str(p) for name, p in files.items()}})
+        emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
+    processed = max(frames_written, 1)
+    total_s = time.perf_counter() - t_start
+    report["frames"] = [per_frame[i] for i in sorted(per_frame)]
+    report["exposure_scale"] = renderer.scale
+    report["totals"] = {
+        "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
+        "seconds": round(total_s, 3),
+        "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
+        "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
+        "fps_processing": round(processed / max(sum(timings[s] for s in PROCESSING_STAGES), 1e-9), 2),
+        "fps_end_to_end": round(processed / max(sum(v for s, v in timings.items() if s != "analyze"), 1e-9),
+                                2),
+    }
+    _write_json(report_path, report)
+    if cancelled:
+        emit({"event": "cancelled", "frames_done": frames_written})
+    else:
+        emit({"event": "done", "frames": frames_written, "output": str(out), "report": str(report_path)})
+    return report
+
+
+def _sequence_length(camera: dict | None) -> int:
+    if not camera or not isinstance(camera, dict):
+        return 1
+    n = 1
+    for key in ("yaw", "pitch", "roll", "cam2head"):
+        v = camera.get(key)
+        if v is None:
+            continue
+        arr = np.asarray(v, dtype=object if key != "cam2head" else np.float64)
+        if key == "cam2head":
+            n = max(n, len(arr) if arr.ndim == 3 else 1)
+        else:
+            n = max(n, int(np.atleast_1d(arr).size))
+    return n
+
+
+def _job_options(job: RelightJob) -> dict:
+    d = dataclasses.asdict(job)
+    if not isinstance(d.get("lighting"), (str, dict, type(None))):
+        d["lighting"] = getattr(job.lighting, "name", type(job.lighting).__name__)
+    if isinstance(d.get("lighting"), dict) and "sh" in d["lighting"]:
+        d["lighting"] = {"sh": "(inline)", "key_lights": d["lighting"].get("key_lights")}
+    if isinstance(d.get("camera"), dict):
+        d["camera"] = {k: ("(per frame)" if isinstance(v, list) and len(v) > 3 else v)
+                       for k, v in d["camera"].items()}
+    d["passes"] = list(job.passes)
+    return d
+
+
+def _previous_report_frames(path: Path) -> dict[int, dict]:
+    try:
+        data = json.loads(path.read_text())
+        return {int(f["index"]): f for f in data.get("frames", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from relight_core import io
+
+    def default(o):
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, (np.floating, np.integer)):
+            return o.item()
+        if isinstance(o, Path):
+            return str(o)
+        return str(o)
+
+    with io.atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, default=default))
