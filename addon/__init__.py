@@ -1,0 +1,33 @@
+"""Portrait Relight: relight portrait footage in Blender's sequencer with scene lights and a novel camera.
+
+The add-on turns Blender state (the selected strip, the scene's lights and World at the head anchor, the
+camera relative to the anchor) into a request for the engine worker, which runs as a separate process
+(`<engine python> -m relight_core worker`), and brings the relit frames back as an image strip.
+It imports only bpy, numpy, the standard library and the numpy-only engine modules (`sh`, `lights`,
+`camera`). See docs/blender.md.
+"""
+
+from __future__ import annotations
+
+from . import handlers, operators, panels, properties
+
+_MODULES = (properties, operators, panels, handlers)
+
+
+def register() -> None:
+    """Register classes, the scene settings and the preview handlers."""
+    done = []
+    try:
+        for mod in _MODULES:
+            mod.register()
+            done.append(mod)
+    except Exception:
+        for mod in reversed(done):
+            mod.unregister()
+        raise
+
+
+def unregister() -> None:
+    """Remove everything `register` added (reload-safe: stops a running worker, removes handlers)."""
+    for mod in reversed(_MODULES):
+        mod.unregister()

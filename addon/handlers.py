@@ -1,0 +1,125 @@
+"""Keeps the lit-sphere preview in step with the lighting (depsgraph and frame-change handlers).
+
+The handlers recompute the (cheap) SH of the current lighting source and rewrite the preview image only
+when the SH changed, so writing the image (which itself triggers a depsgraph update) cannot loop.
+`register()` / `unregister()` add and remove exactly the handlers this module owns.
+"""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+from bpy.app.handlers import persistent
+
+from . import scene_lighting
+
+_last: dict[str, np.ndarray | None] = {"sh": None}
+_busy = {"on": False}
+_REACT_TO = {"LIGHT", "WORLD", "OBJECT", "SCENE", "NODETREE"}
+
+
+def current_sh(scene) -> np.ndarray | None:
+    """(9, 3) SH of the scene's selected lighting source at the current frame (None: not known in
+    Blender, e.g. a reference image whose light the engine estimates)."""
+    from ._core import core_module
+
+    s = scene.portrait_relight
+    if s.lighting_source == "SCENE":
+        return scene_lighting.scene_sh(scene, s.anchor)[0]
+    spec = None
+    if s.lighting_source == "PRESET" and s.preset and s.preset != "NONE":
+        spec = s.preset
+    elif s.lighting_source == "FILE" and s.light_file:
+        spec = bpy.path.abspath(s.light_file)
+        if not os.path.isfile(spec):
+            return None
+    if spec is None:
+        return None
+    seq = core_module("lights").load_lighting(spec)
+    sh = np.asarray(seq.sh_at(0), dtype=np.float64)
+    return np.repeat(sh[:, None], 3, axis=1) if sh.ndim == 1 else sh
+
+
+def refresh_preview(scene, force: bool = False) -> bool:
+    """Recompute the preview; returns True when the image was rewritten."""
+    if scene is None or not hasattr(scene, "portrait_relight") or _busy["on"]:
+        return False
+    _busy["on"] = True
+    try:
+        try:
+            sh = current_sh(scene)
+        except Exception as exc:  # noqa: BLE001 - a handler must never raise into Blender
+            scene_lighting_error(scene, exc)
+            sh = None
+        last = _last["sh"]
+        same = (sh is None and last is None) or (
+            sh is not None and last is not None and np.allclose(sh, last, rtol=1e-6, atol=1e-9))
+        if same and not force and bpy.data.images.get(scene_lighting.PREVIEW_IMAGE) is not None:
+            return False
+        scene_lighting.update_preview_image(sh)
+        _last["sh"] = None if sh is None else np.array(sh)
+        return True
+    finally:
+        _busy["on"] = False
+
+
+def scene_lighting_error(scene, exc: Exception) -> None:
+    """Show a lighting problem in the panel status instead of raising from a handler."""
+    try:
+        scene.portrait_relight.status = f"Lighting: {exc}"
+    except (AttributeError, RuntimeError):
+        pass
+
+
+@persistent
+def _on_depsgraph(scene, depsgraph) -> None:
+    if _busy["on"]:
+        return
+    if any(depsgraph.id_type_updated(t) for t in _REACT_TO):
+        refresh_preview(scene)
+
+
+@persistent
+def _on_frame(scene, depsgraph=None) -> None:
+    refresh_preview(scene)
+
+
+@persistent
+def _on_load(_dummy=None, _dummy2=None) -> None:
+    _last["sh"] = None
+
+
+_HANDLERS = (
+    (bpy.app.handlers.depsgraph_update_post, _on_depsgraph),
+    (bpy.app.handlers.frame_change_post, _on_frame),
+    (bpy.app.handlers.load_post, _on_load),
+)
+
+
+def registered_handlers() -> list:
+    """This module's handler functions currently installed (tests check none is left after unregister)."""
+    return [fn for lst, fn in _HANDLERS for h in lst if getattr(h, "__name__", "") == fn.__name__
+            and getattr(h, "__module__", "") == fn.__module__]
+
+
+def register() -> None:
+    _last["sh"] = None
+    for lst, fn in _HANDLERS:
+        _remove(lst, fn)
+        lst.append(fn)
+
+
+def unregister() -> None:
+    for lst, fn in _HANDLERS:
+        _remove(lst, fn)
+    _last["sh"] = None
+
+
+def _remove(lst, fn) -> None:
+    """Remove `fn` and any stale copy of it from an earlier load of this module (same qualified name)."""
+    for h in list(lst):
+        name = (getattr(h, "__module__", ""), getattr(h, "__name__", ""))
+        if h is fn or name == (fn.__module__, fn.__name__):
+            lst.remove(h)

@@ -1,0 +1,183 @@
+"""Scene settings of the add-on (`scene.portrait_relight`) and the add-on preferences."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    EnumProperty,
+    FloatProperty,
+    FloatVectorProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+from ._core import core_module, repo_root
+from .worker_client import default_engine_python
+
+PASSES = ("rgba", "albedo", "shading", "normal", "depth")
+_preset_items_cache: list = []
+
+
+def _preset_items(_self, _context) -> list:
+    """Enum items of the lighting presets shipped with the engine (kept alive in a module list)."""
+    try:
+        names = list(core_module("lights").list_presets())
+    except Exception:  # noqa: BLE001 - a broken presets folder must not break the UI
+        names = []
+    _preset_items_cache[:] = [(n, n.replace("_", " ").title(), f"Lighting preset '{n}'") for n in names] or [
+        ("NONE", "(no presets found)", "The engine's presets folder is empty or missing")]
+    return _preset_items_cache
+
+
+def _is_camera(_self, obj) -> bool:
+    return obj.type == "CAMERA"
+
+
+def _refresh_preview(_self, context) -> None:
+    from . import handlers
+
+    handlers.refresh_preview(context.scene, force=True)
+
+
+class PortraitRelightSettings(bpy.types.PropertyGroup):
+    """Per-scene settings, the last request's light and the state of the running job."""
+
+    anchor: PointerProperty(name="Head Anchor", type=bpy.types.Object,
+                            description="Empty that carries head space (made by Add Head Rig); lights and "
+                                        "the camera are taken relative to it. Empty: the world origin")
+    camera: PointerProperty(name="Camera", type=bpy.types.Object, poll=_is_camera,
+                            description="Camera for the Scene Camera view; empty: the scene's camera")
+    lighting_source: EnumProperty(
+        name="Lighting", default="SCENE", update=_refresh_preview,
+        items=[("SCENE", "Scene Lights", "Sun, point, spot, area lights and the World, at the head anchor"),
+               ("PRESET", "Preset", "A lighting preset shipped with the engine"),
+               ("REFERENCE", "Reference Image", "Match the lighting of a reference photo of a face"),
+               ("FILE", "Light File", "A light file (.txt DPR coefficients, .npy or .json)")])
+    preset: EnumProperty(name="Preset", items=_preset_items, update=_refresh_preview)
+    reference_image: StringProperty(name="Reference", subtype="FILE_PATH",
+                                    description="Photo of a face whose lighting to copy")
+    light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview,
+                               description="SH light file (.txt, .npy or .json)")
+    light_space: EnumProperty(
+        name="Light Space", default="world",
+        items=[("world", "World", "Light fixed to the set: when the head turns its shading changes"),
+               ("head", "Head", "Light fixed to the head")])
+    view: EnumProperty(
+        name="View", default="SOURCE",
+        items=[("SOURCE", "Source Camera", "Keep the footage's own camera"),
+               ("SCENE", "Scene Camera", "Re-render from the scene camera's pose relative to the head "
+                                         "anchor, per frame")])
+    pass_rgba: BoolProperty(name="RGBA", default=True, description="Relit image with alpha")
+    pass_albedo: BoolProperty(name="Albedo", default=False)
+    pass_shading: BoolProperty(name="Shading", default=False)
+    pass_normal: BoolProperty(name="Normal", default=False)
+    pass_depth: BoolProperty(name="Depth", default=False)
+    output_format: EnumProperty(
+        name="Format", default="png",
+        items=[("png", "PNG", "8-bit sRGB PNG per pass and frame"),
+               ("exr", "OpenEXR Multilayer", "One linear EXR per frame with all passes as layers")])
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/",
+                               description="Folder for the relit frames (a sub-folder per strip)")
+    size: IntProperty(name="Size", default=0, min=0, soft_max=4096,
+                      description="Longer side of the output in pixels; 0 keeps the footage size")
+    background: EnumProperty(
+        name="Background", default="keep",
+        items=[("keep", "Keep", "Keep the footage background"),
+               ("transparent", "Transparent", "Alpha 0 outside the person")])
+
+    # state (not user settings)
+    is_running: BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                            options={"SKIP_SAVE"})
+    status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
+    last_result: StringProperty(name="Last Result", default="")
+    last_output: StringProperty(name="Last Output", default="", subtype="DIR_PATH")
+    sh: FloatVectorProperty(name="SH", size=27, default=(0.0,) * 27,
+                            description="Irradiance SH (9 x RGB, DPR order) of the last request, first frame")
+    sh_frames: IntProperty(name="SH Frames", default=0, description="Frames of SH in the last request")
+
+    def passes(self) -> list[str]:
+        """Requested pass names (rgba always included)."""
+        return [p for p in PASSES if p == "rgba" or getattr(self, f"pass_{p}")]
+
+
+class PortraitRelightPreferences(bpy.types.AddonPreferences):
+    """Engine location, device and cache folder."""
+
+    bl_idname = __package__
+
+    engine_python: StringProperty(
+        name="Engine Python", subtype="FILE_PATH", default="",
+        description="Python executable of the environment with relight_core installed (tools/setup.sh makes "
+                    "<repo>/.venv). Empty: $RELIGHT_ENGINE_PYTHON or the repository's .venv")
+    device: EnumProperty(name="Device", default="auto",
+                         items=[("auto", "Auto", "CUDA when available, else CPU"),
+                                ("cpu", "CPU", "Always the CPU"), ("cuda", "CUDA", "NVIDIA GPU")])
+    cache_dir: StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
+                              description="Output folder for unsaved .blend files; empty: the system temp")
+    engine_status: StringProperty(name="Engine", default="", options={"SKIP_SAVE"})
+
+    def draw(self, context) -> None:
+        layout = self.layout
+        layout.prop(self, "engine_python")
+        if not self.engine_python:
+            found = default_engine_python(repo_root())
+            layout.label(text=f"Using: {found or 'nothing found; set the path above'}", icon="INFO")
+        layout.prop(self, "device")
+        layout.prop(self, "cache_dir")
+        row = layout.row()
+        row.operator("portrait_relight.check_engine", icon="CHECKMARK")
+        if self.engine_status:
+            row.label(text=self.engine_status)
+
+
+class _DefaultPrefs:
+    """Stand-in preferences when the add-on is registered without the add-on system (defaults)."""
+
+    engine_python = ""
+    device = "auto"
+    cache_dir = ""
+    engine_status = ""
+
+
+def get_prefs(context=None):
+    """This add-on's preferences (defaults when it was registered by hand, e.g. in a script)."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(__package__)
+    return addon.preferences if addon is not None and addon.preferences is not None else _DefaultPrefs()
+
+
+def engine_python(context=None) -> str:
+    """The engine Python to run: the preference, else $RELIGHT_ENGINE_PYTHON or <repo>/.venv."""
+    p = get_prefs(context).engine_python
+    return bpy.path.abspath(p) if p else default_engine_python(repo_root())
+
+
+def output_root(settings, context=None) -> str:
+    """Absolute output folder: the scene setting; '//' paths need a saved .blend, else the cache folder."""
+    out = settings.output_dir or "//relight/"
+    if out.startswith("//") and not bpy.data.filepath:
+        base = bpy.path.abspath(get_prefs(context).cache_dir) if get_prefs(context).cache_dir else \
+            os.path.join(tempfile.gettempdir(), "portrait_relight")
+        return os.path.normpath(os.path.join(base, out[2:]))
+    return os.path.normpath(bpy.path.abspath(out))
+
+
+CLASSES = (PortraitRelightSettings, PortraitRelightPreferences)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.portrait_relight = PointerProperty(type=PortraitRelightSettings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.portrait_relight
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)
