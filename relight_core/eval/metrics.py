@@ -125,13 +125,20 @@ def estimate_light(image: np.ndarray, normals: np.ndarray, mask: np.ndarray,
                              robust=robust))
 
 
+CAM_TO_DPR = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+
+
+def cam_to_dpr(v: np.ndarray) -> np.ndarray:
+    """(..., 3) camera-space (OpenGL) vectors -> the camera's DPR frame: (x, y, z) -> (x, -z, y)."""
+    return np.asarray(v, dtype=np.float64) @ CAM_TO_DPR.T
+
+
 def cam_rotation_to_dpr(r_cam: np.ndarray) -> np.ndarray:
     """A 3x3 rotation acting on camera-space (OpenGL) vectors -> the same rotation in the DPR frame.
 
     DPR (X, Y, Z) = cam (x, -z, y), i.e. v_dpr = P v_cam; the rotation becomes P R P^T.
     """
-    p = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
-    return p @ np.asarray(r_cam, dtype=np.float64) @ p.T
+    return CAM_TO_DPR @ np.asarray(r_cam, dtype=np.float64) @ CAM_TO_DPR.T
 
 
 # --------------------------------------------------------------------------------------------- flow

@@ -1,0 +1,44 @@
+"""`relight-core bench INPUT`: per-stage timings, fps and peak memory of the relight pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "bench"
+HELP = "Time the relight pipeline per stage (warm-up excluded, median of runs) and show peak memory."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `bench` (see docs/evaluation.md)."""
+    parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
+    parser.add_argument("--size", type=int, default=512, metavar="N", help="longer side in pixels [512]")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--frames", type=int, default=30, metavar="N", help="first N frames of the clip [30]")
+    parser.add_argument("--runs", type=int, default=3, metavar="R", help="timed runs after one warm-up [3]")
+    parser.add_argument("--novel-view", action="store_true",
+                        help="render from a new camera (yaw 20, pitch 5 degrees) instead of the input view")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark, print the table, optionally write JSON; 0 on success."""
+    from relight_core.errors import UserError
+    from relight_core.eval import bench, tables
+
+    if args.frames < 1:
+        raise UserError(f"--frames {args.frames} must be at least 1.")
+    if args.runs < 1:
+        raise UserError(f"--runs {args.runs} must be at least 1.")
+
+    def progress(i: int, n: int) -> None:
+        label = "warm-up" if i == 0 else f"run {i}/{n - 1}"
+        print(f"bench: {label} ...", file=sys.stderr, flush=True)
+
+    res = bench.run_bench(args.input, size=args.size, device=args.device, frames=args.frames, runs=args.runs,
+                          novel_view=args.novel_view, progress=progress)
+    print(bench.format_table(res))
+    if args.json:
+        tables.write_json(args.json, res)
+        print(f"bench: wrote {args.json}", file=sys.stderr)
+    return 0

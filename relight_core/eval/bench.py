@@ -1,0 +1,182 @@
+"""Speed benchmark: per-stage timings of the relight pipeline, fps and peak memory.
+
+Method: the clip's first N frames run through `pipeline.run` (fresh output folder each time, so the
+tracker really runs) 1 + `runs` times; the first run is a warm-up (imports, model loading, allocator)
+and is excluded; every reported number is the MEDIAN over the remaining runs of that run's mean time
+per frame. Stages: decode (pass-2 decode), track and matte (pass 1, timed by `analysis_stage_ms`
+on the same frames: decode / face mesh / matte separately), geometry, intrinsic, temporal, render,
+encode (PNG writing). processing fps = 1000 / (track + matte + geometry + intrinsic + temporal +
+render); end-to-end fps = frames / wall time of the whole run (everything, both passes).
+Peak memory: the process's peak resident set size (VmHWM from /proc/self/status, else
+resource.getrusage ru_maxrss), which counts numpy/torch/MediaPipe native allocations that
+tracemalloc cannot see.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+STAGES = ("decode", "track", "matte", "geometry", "intrinsic", "temporal", "render", "encode")
+PROCESSING = ("track", "matte", "geometry", "intrinsic", "temporal", "render")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (VmHWM, else ru_maxrss)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def versions() -> dict[str, Any]:
+    """Versions of the interpreter, the engine and its main libraries, and the machine."""
+    import importlib.metadata as md
+
+    from relight_core import __version__
+
+    out: dict[str, Any] = {"relight_core": __version__, "python": platform.python_version(),
+                           "platform": platform.platform(), "cpu_count": os.cpu_count(),
+                           "processor": platform.processor() or platform.machine()}
+    for dist in ("numpy", "torch", "opencv-python-headless", "mediapipe", "scikit-image", "scipy",
+                 "dlib-bin"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    try:
+        import torch
+
+        out["torch_threads"] = torch.get_num_threads()
+        out["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        out["cuda"] = None
+    return out
+
+
+def analysis_stage_ms(footage) -> dict[str, float]:
+    """Pass-1 stages on `footage` timed separately: mean ms per frame of decode, track (face mesh + pose)
+    and matte (person segmentation), using the tracker's public pieces."""
+    from relight_core import track
+
+    tracker = track.FaceTracker()
+    segment = getattr(track, "PersonMatte", None)
+    matte = segment() if segment is not None else None
+    t_dec = t_trk = t_mat = 0.0
+    n = 0
+    it = iter(footage)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            _, img = next(it)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        tracker.process(img)
+        t2 = time.perf_counter()
+        if matte is not None:
+            matte.process(img)
+        t3 = time.perf_counter()
+        t_dec, t_trk, t_mat, n = t_dec + t1 - t0, t_trk + t2 - t1, t_mat + t3 - t2, n + 1
+    for obj in (tracker, matte):
+        close = getattr(obj, "close", None)
+        if close:
+            close()
+    n = max(n, 1)
+    return {"decode": 1000 * t_dec / n, "track": 1000 * t_trk / n, "matte": 1000 * t_mat / n}
+
+
+def bench_once(input_path: str, size: int | None, device: str, frames: int, novel_view: bool,
+               workdir: str) -> dict[str, float]:
+    """One run of the pipeline on frames [0, frames) -> {stage: ms per frame, 'wall_s', 'frames'}."""
+    from relight_core import io, pipeline
+
+    camera = {"yaw": 20.0, "pitch": 5.0} if novel_view else None
+    job = pipeline.RelightJob(input=input_path, output=workdir, lighting="input", frames=(0, frames),
+                              size=size, device=device, resume=False, camera=camera, keep_analysis=False)
+    t0 = time.perf_counter()
+    report = pipeline.run(job)
+    wall = time.perf_counter() - t0
+    totals = report["totals"]
+    n = max(int(totals.get("written", frames)), 1)
+    st = totals["stage_seconds"]
+    analyze_ms = 1000 * float(st.get("analyze", 0.0)) / n
+    split = analysis_stage_ms(io.open_footage(input_path, frames=(0, frames), size=size))
+    scale = analyze_ms / max(split["decode"] + split["track"] + split["matte"], 1e-9)
+    ms = {
+        # pass 1 inside the pipeline, apportioned with the separately timed decode/track/matte shares
+        "track": split["track"] * scale,
+        "matte": split["matte"] * scale,
+        "decode": 1000 * float(st.get("decode", 0.0)) / n + split["decode"] * scale,
+        "geometry": 1000 * float(st.get("geometry", 0.0)) / n,
+        "intrinsic": 1000 * float(st.get("intrinsic", 0.0)) / n,
+        "temporal": 1000 * float(st.get("temporal", 0.0)) / n,
+        "render": 1000 * float(st.get("render", 0.0)) / n,
+        "encode": 1000 * float(st.get("write", 0.0)) / n,
+    }
+    ms["wall_s"] = wall
+    ms["frames"] = n
+    return ms
+
+
+def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
+    """Median over runs of each stage (ms/frame), fps figures and the per-run spread."""
+    med = {s: statistics.median(r[s] for r in runs) for s in STAGES}
+    proc_ms = sum(med[s] for s in PROCESSING)
+    e2e = statistics.median(r["frames"] / r["wall_s"] for r in runs)
+    return {"ms_per_frame": med, "processing_ms": proc_ms, "fps_processing": 1000.0 / max(proc_ms, 1e-9),
+            "fps_end_to_end": e2e,
+            "runs_ms_processing": [sum(r[s] for s in PROCESSING) for r in runs]}
+
+
+def run_bench(input_path: str, size: int | None = 512, device: str = "cpu", frames: int = 30, runs: int = 3,
+              novel_view: bool = False, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Warm-up + `runs` timed runs -> the result dict (stages, fps, peak memory, versions, settings)."""
+    from relight_core import io, pipeline
+
+    footage = io.open_footage(input_path, frames=(0, frames), size=size)
+    resolved = pipeline.resolve_device(device)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="relight-bench-") as tmp:
+        for r in range(runs + 1):
+            if progress:
+                progress(r, runs + 1)
+            res = bench_once(input_path, size, device, footage.n_frames, novel_view,
+                             os.path.join(tmp, f"run{r}"))
+            if r > 0:
+                results.append(res)
+    out = summarise(results)
+    out.update({"input": str(Path(input_path).resolve()), "width": footage.width, "height": footage.height,
+                "frames": footage.n_frames, "runs": runs, "warmup_runs": 1, "device": resolved,
+                "novel_view": novel_view, "peak_rss_mb": peak_rss_mb(), "versions": versions()})
+    return out
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """The result as a Markdown table (stage, ms/frame, share) plus the fps and memory lines."""
+    from relight_core.eval.tables import markdown_table
+
+    total = sum(res["ms_per_frame"].values())
+    ms = res["ms_per_frame"]
+    rows = [{"stage": s, "ms": ms[s], "share": 100 * ms[s] / max(total, 1e-9)} for s in STAGES]
+    rows.append({"stage": "processing (track..render)", "ms": res["processing_ms"], "share": None})
+    head = (f"{Path(res['input']).name} {res['width']}x{res['height']}, {res['frames']} frames, "
+            f"{'novel view' if res['novel_view'] else 'input view'}, device {res['device']}, "
+            f"median of {res['runs']} runs after {res['warmup_runs']} warm-up\n\n")
+    tail = (f"\nprocessing: {res['fps_processing']:.2f} fps; end to end (decode..encode, both passes): "
+            f"{res['fps_end_to_end']:.2f} fps; peak memory (RSS): {res['peak_rss_mb']:.0f} MiB\n")
+    table = markdown_table(rows, ["stage", "ms", "share"], ["stage", "ms/frame", "% of total"], 1)
+    return head + table + tail
