@@ -15,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lights", nargs="+", required=True, metavar="LIGHT",
                         help="target lights: preset names or light files (.txt/.npy/.json)")
     parser.add_argument("--views", nargs="+", default=["0/0"], metavar="YAW/PITCH",
-                        help="views in degrees about the head centre; 0/0 is the input view [0/0]")
+                        help="views in degrees about the head centre, separate words or one comma list "
+                             "(0/0 is the input view; a list starting with a negative yaw needs the "
+                             "--views=-20/10,0/0 form) [0/0]")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for tables, plots and JSON")
     parser.add_argument("--frames", type=int, default=30, metavar="N", help="first N frames per clip [30]")
     parser.add_argument("--size", type=int, default=384, metavar="N", help="longer side in pixels [384]")
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.frames < 2:
         raise UserError(f"--frames {args.frames} must be at least 2 (temporal metrics need frame pairs).")
-    views = [evaluate.parse_view(v) for v in args.views]
+    views = [evaluate.parse_view(v) for word in args.views for v in word.split(",") if v.strip()]
     cfg = evaluate.EvalConfig(clips=list(args.clips), lights=list(args.lights), views=views, out=args.out,
                               frames=args.frames, size=args.size, ablation=not args.no_ablation,
                               ablation_lights=args.ablation_lights, id_every=args.id_every,
