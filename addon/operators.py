@@ -9,10 +9,11 @@ In background mode (`blender -b`) or with `synchronous=True` the same work runs 
 
 from __future__ import annotations
 
+import json
 import time
 
 import bpy
-from bpy.props import BoolProperty
+from bpy.props import BoolProperty, StringProperty
 
 from . import camera_sync, handlers, request, sequencer
 from .properties import engine_python, get_prefs
@@ -105,6 +106,39 @@ class PORTRAIT_RELIGHT_OT_update_preview(bpy.types.Operator):
 
     def execute(self, context):
         handlers.refresh_preview(context.scene, force=True)
+        return {"FINISHED"}
+
+
+class PORTRAIT_RELIGHT_OT_export_request(bpy.types.Operator):
+    """Write the engine request for the active strip to a JSON file (run it later with
+    `<engine python> -m relight_core worker < request.json`)"""
+
+    bl_idname = "portrait_relight.export_request"
+    bl_label = "Export Request"
+
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="//relight_request.json")
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        seq_scene = sequencer.sequencer_scene(context)
+        strip = sequencer.active_strip(seq_scene) or next(iter(sequencer.selected_or_active(seq_scene)), None)
+        if strip is None:
+            self.report({"ERROR"}, "Select a movie or image strip in the sequencer first.")
+            return {"CANCELLED"}
+        try:
+            req, _src = request.build_request(context, strip, seq_scene)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        path = bpy.path.abspath(self.filepath)
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(req, fh)
+            fh.write("\n")
+        handlers.refresh_preview(context.scene)
+        self.report({"INFO"}, f"Wrote {path}")
         return {"FINISHED"}
 
 
@@ -299,8 +333,8 @@ class PORTRAIT_RELIGHT_OT_cancel(bpy.types.Operator):
 
 
 CLASSES = (PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig,
-           PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_relight,
-           PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel)
+           PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request,
+           PORTRAIT_RELIGHT_OT_relight, PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel)
 
 
 def running_job() -> WorkerJob | None:

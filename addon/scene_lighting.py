@@ -84,7 +84,8 @@ def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
         radius = float(getattr(data, "shadow_soft_size", 0.0)) * float(scale.mean())
         if data.type == "SUN":
             to_light = -emit
-            lights.append(L.DirectionalLight(direction=to_light, color=color, strength=energy))
+            lights.append(L.DirectionalLight(direction=to_light, color=color, strength=energy,
+                                             angle=float(getattr(data, "angle", 0.0))))
             keys.append({"type": "directional", "direction": to_light.tolist(), "color": color.tolist(),
                          "strength": energy})
         elif data.type == "POINT":
@@ -167,15 +168,16 @@ def world_light(scene, anchor):
     """The World as a `WorldColor` or `EnvironmentMap` in the anchor frame (None when black/absent).
 
     Supports Background <- (colour | Environment Texture [<- Mapping rotation]) and, without nodes,
-    `world.color`. Blender's equirect convention (world direction d -> u = 0.5 - atan2(d.y, d.x)/2pi,
-    v = 0.5 + asin(d.z)/pi, v up) is mapped onto relight_core's by `environment_rotation`.
+    `world.color`. The environment image keeps Blender's equirect layout (row 0 = +Z after the flip of
+    Blender's bottom-up pixel rows); its orientation comes from `environment_rotation`.
     """
     L = core_module("lights")
     world = scene.world
     if world is None:
         return None
     tree = world.node_tree
-    if tree is None or not getattr(world, "use_nodes", True):
+    # 5.0 always uses the node tree (`use_nodes` is deprecated there); 4.5 may use the plain colour.
+    if tree is None or (bpy.app.version < (5, 0, 0) and not world.use_nodes):
         color = np.array(world.color, dtype=np.float64)
         return L.WorldColor(color=color, strength=1.0) if color.max() > 0 else None
     out = _active_output(tree, "ShaderNodeOutputWorld")
@@ -191,6 +193,8 @@ def world_light(scene, anchor):
         vec_src = _linked_from(src.inputs["Vector"])
         if vec_src is not None and vec_src.bl_idname == "ShaderNodeMapping" and "Rotation" in vec_src.inputs:
             mapping = _euler_xyz(vec_src.inputs["Rotation"].default_value)
+            if getattr(vec_src, "vector_type", "POINT") == "TEXTURE":
+                mapping = mapping.T
         a_rot = np.eye(3) if anchor is None else _local(np.eye(4), anchor)[1]
         return L.EnvironmentMap(pixels=_env_pixels(src.image), strength=strength,
                                 rotation=environment_rotation(a_rot, mapping))
@@ -199,18 +203,14 @@ def world_light(scene, anchor):
 
 
 def environment_rotation(anchor_rot: np.ndarray, mapping: np.ndarray) -> np.ndarray:
-    """(3, 3) rotation taking directions of relight_core's equirect map frame to the anchor (DPR) frame.
+    """(3, 3) rotation taking directions of the environment map's frame to the anchor (DPR) frame, as
+    `relight_core.lights.EnvironmentMap.rotation` expects (radiance at DPR direction w = pixels(R^T w)).
 
-    Blender: radiance from world direction d is T(M d) with T the texture in Blender's equirect frame
-    (Z up, u = 0.5 - atan2(y, x)/2pi) and M the Mapping node rotation; the anchor frame is
-    d_anchor = A^T d_world. relight_core's map frame F is given by `lights.EQUIRECT_FROM_BLENDER`-like
-    conventions; we compose `blender_world_to_map` with these.
+    In Blender the radiance from world direction d is T(M d), with T the texture in Blender's equirect
+    frame (which is relight_core's map frame, `lights.BLENDER_EQUIRECT_TO_MAP`) and M the Mapping node's
+    rotation; world and anchor directions relate by d = A w (A = anchor rotation). So R^T = B M A.
     """
-    L = core_module("lights")
-    to_map = getattr(L, "BLENDER_EQUIRECT_TO_MAP", None)
-    b = np.eye(3) if to_map is None else np.asarray(to_map, dtype=np.float64)
-    # texture direction t = M d_world, d_world = A d_anchor; map-frame direction f = b t.
-    # Wanted: R with d_anchor = R f  ->  R = (b M A)^T
+    b = np.asarray(getattr(core_module("lights"), "BLENDER_EQUIRECT_TO_MAP", np.eye(3)), dtype=np.float64)
     return (b @ mapping @ anchor_rot).T
 
 

@@ -1,0 +1,365 @@
+"""The Blender add-on inside the `bpy` module (headless): registration, scene lighting -> SH, the lit-sphere
+preview, camera sync, strip helpers. The engine worker is not needed here (see test_addon_roundtrip.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402  (ships with bpy)
+
+REPO = Path(__file__).resolve().parents[1]
+PKG = "portrait_relight"
+
+pytestmark = pytest.mark.blender
+
+
+def enable_addon():
+    """Enable the add-on from the source tree (addon/ linked as `portrait_relight`); returns the module."""
+    if PKG not in sys.modules:
+        d = Path(tempfile.mkdtemp(prefix="pr_addons_"))
+        (d / PKG).symlink_to(REPO / "addon", target_is_directory=True)
+        sys.path.insert(0, str(d))
+
+    def fail(exc):
+        raise exc
+
+    mod = addon_utils.enable(PKG, default_set=True, handle_error=fail)
+    assert mod is not None and PKG in bpy.context.preferences.addons
+    return sys.modules[PKG]
+
+
+@pytest.fixture()
+def addon():
+    return enable_addon()
+
+
+@pytest.fixture()
+def scene(addon):
+    """A fresh empty scene made active in the window (the sequencer scene in 5.0 too)."""
+    sc = bpy.data.scenes.new("PR test")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = sc
+    ws = bpy.context.workspace
+    old_seq = getattr(ws, "sequencer_scene", None)
+    if hasattr(ws, "sequencer_scene"):
+        ws.sequencer_scene = sc
+    yield sc
+    if hasattr(ws, "sequencer_scene"):
+        ws.sequencer_scene = old_seq
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(sc)
+
+
+def core(name):
+    import importlib
+
+    return importlib.import_module(f"relight_core.{name}")
+
+
+def write_png_frames(folder: Path, frames: list[np.ndarray], stem: str = "frame") -> list[Path]:
+    """Write (H, W, 3) uint8 sRGB frames as PNGs through bpy (no imaging library needed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, rgb in enumerate(frames):
+        h, w = rgb.shape[:2]
+        img = bpy.data.images.new(f"pr_tmp_{i}", w, h, alpha=False)
+        rgba = np.ones((h, w, 4), dtype=np.float32)
+        rgba[..., :3] = rgb[::-1].astype(np.float32) / 255.0
+        img.pixels.foreach_set(rgba.ravel())
+        p = folder / f"{stem}_{i:04d}.png"
+        img.filepath_raw = str(p)
+        img.file_format = "PNG"
+        img.save()
+        bpy.data.images.remove(img)
+        paths.append(p)
+    return paths
+
+
+def add_image_strip(sc, files: list[Path], channel: int = 1, start: int = 1, name: str = "clip"):
+    from portrait_relight import sequencer
+
+    strips = sequencer.strips_of(sc, ensure=True)
+    s = strips.new_image(name=name, filepath=str(files[0]), channel=channel, frame_start=start)
+    for f in files[1:]:
+        s.elements.append(f.name)
+    sc.sequence_editor.active_strip = s
+    return s
+
+
+def look_rotation(forward_world: np.ndarray) -> np.ndarray:
+    """3x3 rotation whose local -Z points along `forward_world` (a Blender light's emission)."""
+    f = forward_world / np.linalg.norm(forward_world)
+    z = -f
+    up = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.95 else np.array([0.0, 1.0, 0.0])
+    x = np.cross(up, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    return np.stack([x, y, z], axis=1)
+
+
+def set_matrix(obj, m: np.ndarray) -> None:
+    from mathutils import Matrix
+
+    obj.matrix_world = Matrix(m.tolist())
+
+
+# ------------------------------------------------------------------------------------------ registration
+
+
+def test_register_unregister_twice_leaves_nothing(addon):
+    from portrait_relight import handlers, operators
+
+    for _ in range(2):
+        addon_utils.disable(PKG, default_set=True)
+        assert not hasattr(bpy.types.Scene, "portrait_relight")
+        assert not hasattr(bpy.types, "PORTRAIT_RELIGHT_PT_SEQ_main")
+        assert handlers.registered_handlers() == []
+        assert operators.running_job() is None
+        enable_addon()
+        assert hasattr(bpy.types.Scene, "portrait_relight")
+        assert hasattr(bpy.types, "PORTRAIT_RELIGHT_PT_V3D_main")
+        assert len(handlers.registered_handlers()) == 3
+        assert "portrait_relight" in dir(bpy.ops)
+    prefs = bpy.context.preferences.addons[PKG].preferences
+    assert prefs.device == "auto"
+
+
+def test_imports_stay_numpy_only():
+    """The add-on imports only bpy, numpy, the standard library and relight_core's numpy-only modules."""
+    import ast
+
+    allowed = {"bpy", "numpy", "__future__"} | set(sys.stdlib_module_names)
+    for path in (REPO / "addon").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                mods = [node.module]
+            else:
+                continue
+            for m in mods:
+                assert m.split(".")[0] in allowed, f"{path.name} imports {m}"
+    src = "\n".join(p.read_text() for p in (REPO / "addon").glob("*.py"))
+    assert "relight_core.io" not in src and "relight_core.pipeline" not in src
+
+
+# ------------------------------------------------------------------------------------------ lighting
+
+
+def test_scene_lights_sh_matches_relight_core(scene, tmp_path):
+    """Sun + point light + World colour, anchor moved and turned, exposure 0.5: the SH stored by the
+    operator equals relight_core.lights.sh_from_lights on the same lights in the anchor frame."""
+    L = core("lights")
+    anchor = bpy.data.objects.new("Anchor", None)
+    scene.collection.objects.link(anchor)
+    a = np.eye(4)
+    ang = math.radians(35.0)
+    a[:3, :3] = np.array([[math.cos(ang), -math.sin(ang), 0], [math.sin(ang), math.cos(ang), 0], [0, 0, 1]])
+    a[:3, 3] = (0.4, -1.0, 1.6)
+    set_matrix(anchor, a)
+
+    sun_dir_local = np.array([0.5, -0.6, 0.62])  # surface -> light, anchor (= DPR) frame
+    sun_dir_local /= np.linalg.norm(sun_dir_local)
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sun.data.energy, sun.data.color, sun.data.angle = 2.5, (1.0, 0.9, 0.8), 0.05
+    m = np.eye(4)
+    m[:3, :3] = a[:3, :3] @ look_rotation(-sun_dir_local)
+    set_matrix(sun, m)
+    pt_local = np.array([-1.2, -1.5, 0.4])
+    pt = bpy.data.objects.new("Point", bpy.data.lights.new("Point", "POINT"))
+    pt.data.energy, pt.data.color, pt.data.shadow_soft_size = 400.0, (0.6, 0.7, 1.0), 0.1
+    m = np.eye(4)
+    m[:3, 3] = (a @ np.append(pt_local, 1.0))[:3]
+    set_matrix(pt, m)
+    for o in (sun, pt):
+        scene.collection.objects.link(o)
+    world = bpy.data.worlds.new("W")
+    if bpy.app.version < (5, 0, 0):
+        world.use_nodes = True
+    bg = world.node_tree.nodes["Background"]
+    bg.inputs["Color"].default_value = (0.1, 0.2, 0.3, 1.0)
+    bg.inputs["Strength"].default_value = 1.5
+    scene.world = world
+    scene.view_settings.exposure = 0.5
+    bpy.context.view_layer.update()
+
+    files = write_png_frames(tmp_path / "frames", [np.full((32, 32, 3), 128, np.uint8)] * 3)
+    add_image_strip(scene, files)
+    s = scene.portrait_relight
+    s.anchor = anchor
+    s.output_dir = str(tmp_path / "out")
+    req_path = tmp_path / "req.json"
+    assert bpy.ops.portrait_relight.export_request(filepath=str(req_path)) == {"FINISHED"}
+
+    expected = np.asarray(L.sh_from_lights([
+        L.DirectionalLight(direction=sun_dir_local, color=(1.0, 0.9, 0.8), strength=2.5, angle=0.05),
+        L.PointLight(position=pt_local, color=(0.6, 0.7, 1.0), power=400.0, radius=0.1),
+        L.WorldColor(color=(0.1, 0.2, 0.3), strength=1.5)]), dtype=np.float64) * 2.0 ** 0.5
+    stored = np.array(s.sh).reshape(9, 3)
+    err = np.abs(stored - expected).max() / np.abs(expected).max()
+    print(f"SH max relative error {err:.2e}")
+    assert err < 1e-5
+    req = json.loads(req_path.read_text())
+    assert np.allclose(np.array(req["lighting"]["sh"]), stored, rtol=1e-6, atol=1e-7)
+    types = sorted(k["type"] for k in req["lighting"]["key_lights"])
+    assert types == ["directional", "point"]
+    key_sun = next(k for k in req["lighting"]["key_lights"] if k["type"] == "directional")
+    assert np.allclose(key_sun["direction"], sun_dir_local, atol=1e-6)
+    assert req["frames"] == [0, 3] and req["camera"] is None and req["input"] == str(tmp_path / "frames")
+
+    # the lit-sphere preview exists: a Lambertian sphere (albedo 0.8) seen along +Y, +X right, +Z up,
+    # Blender rows bottom-up; check two pixels against sh.shade on the stored SH
+    img = bpy.data.images.get("Portrait Relight Lit Sphere")
+    assert img is not None
+    n = img.size[0]
+    px = np.empty(n * n * 4, np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(n, n, 4)
+    assert px[0, 0, 3] == 0.0
+    shade = core("sh").shade
+    for row, col in ((n // 2, n // 2), (int(0.75 * n), int(0.8 * n)), (int(0.3 * n), int(0.2 * n))):
+        x, z = (col + 0.5) / n * 2 - 1, (row + 0.5) / n * 2 - 1
+        normal = np.array([x, -math.sqrt(1 - x * x - z * z), z])
+        want = 0.8 * shade(normal, stored) / math.pi
+        assert px[row, col, 3] == 1.0
+        assert np.allclose(px[row, col, :3], want, rtol=1e-4, atol=1e-6)
+
+
+def test_preview_follows_light_changes_and_animation(scene, tmp_path):
+    """The depsgraph handler rewrites the preview when a light changes; animated lights give per-frame SH."""
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    scene.collection.objects.link(sun)
+    sun.data.energy = 1.0
+    bpy.context.view_layer.update()
+    img = bpy.data.images.get("Portrait Relight Lit Sphere")
+    assert img is not None
+
+    def total():
+        px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+        img.pixels.foreach_get(px)
+        return float(px.reshape(-1, 4)[:, :3].sum())
+
+    before = total()
+    sun.data.energy = 4.0
+    bpy.context.view_layer.update()
+    assert total() == pytest.approx(4.0 * before, rel=1e-3)
+
+    sun.data.energy = 1.0
+    sun.data.keyframe_insert("energy", frame=1)
+    sun.data.energy = 3.0
+    sun.data.keyframe_insert("energy", frame=4)
+    files = write_png_frames(tmp_path / "f", [np.full((16, 16, 3), 100, np.uint8)] * 4)
+    add_image_strip(scene, files, start=1)
+    scene.portrait_relight.output_dir = str(tmp_path / "out")
+    assert bpy.ops.portrait_relight.export_request(filepath=str(tmp_path / "r.json")) == {"FINISHED"}
+    sh = np.array(json.loads((tmp_path / "r.json").read_text())["lighting"]["sh"])
+    assert sh.shape == (4, 9, 3)
+    assert sh[3, 0, 0] == pytest.approx(3.0 * sh[0, 0, 0], rel=1e-4)
+    assert scene.portrait_relight.sh_frames == 4
+
+
+# ------------------------------------------------------------------------------------------ camera
+
+
+def test_head_rig_is_the_canonical_view(scene):
+    C = core("camera")
+    assert bpy.ops.portrait_relight.add_head_rig() == {"FINISHED"}
+    s = scene.portrait_relight
+    assert s.anchor is not None and s.camera is not None and scene.camera == s.camera
+    from portrait_relight import camera_sync
+
+    bpy.context.view_layer.update()
+    m = camera_sync.cam2head(s.camera, s.anchor)
+    assert np.allclose(m, C.orbit_cam2head(0.0, 0.0), atol=1e-5)
+    for rx, ry in ((1920, 1080), (1080, 1920)):
+        scene.render.resolution_x, scene.render.resolution_y = rx, ry
+        assert camera_sync.vertical_fov_deg(s.camera.data, scene.render) == pytest.approx(18.837, abs=1e-3)
+    assert bpy.data.objects.get("Head Proxy").parent == s.anchor
+
+
+def test_keyframed_orbit_gives_per_frame_yaw(scene, tmp_path):
+    """Camera keyframed from yaw 0 to 30 degrees over 10 frames around the anchor: per-frame yaw in the
+    request within 0.5 degrees."""
+    C = core("camera")
+    bpy.ops.portrait_relight.add_head_rig(proxy=False)
+    s = scene.portrait_relight
+    cam, anchor = s.camera, s.anchor
+    # turn the anchor too: the view must be taken relative to it
+    anchor.location = (0.3, 0.2, 1.5)
+    anchor.rotation_euler = (0.0, 0.0, math.radians(20.0))
+    pivot = bpy.data.objects.new("Orbit", None)
+    scene.collection.objects.link(pivot)
+    pivot.parent = anchor
+    cam.parent = pivot
+    # positive yaw per relight_core.camera: find the pivot turn direction that matches orbit_cam2head(+30)
+    target = C.orbit_cam2head(30.0, 0.0)[:3, 3]
+    sign = 1.0 if target[0] * math.sin(math.radians(30.0)) > 0 else -1.0
+    pivot.rotation_euler = (0, 0, 0)
+    pivot.keyframe_insert("rotation_euler", index=2, frame=1)
+    pivot.rotation_euler = (0, 0, sign * math.radians(30.0))
+    pivot.keyframe_insert("rotation_euler", index=2, frame=10)
+    ad = pivot.animation_data
+    for fc in _fcurves(ad):
+        for kp in fc.keyframe_points:
+            kp.interpolation = "LINEAR"
+    s.view = "SCENE"
+    files = write_png_frames(tmp_path / "f", [np.full((16, 16, 3), 90, np.uint8)] * 10)
+    add_image_strip(scene, files, start=1)
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    scene.collection.objects.link(sun)
+    s.output_dir = str(tmp_path / "out")
+    assert bpy.ops.portrait_relight.export_request(filepath=str(tmp_path / "r.json")) == {"FINISHED"}
+    cam_req = json.loads((tmp_path / "r.json").read_text())["camera"]
+    assert cam_req["fov_deg"] == pytest.approx(18.837, abs=1e-3)
+    poses = np.array(cam_req["cam2head"])
+    assert poses.shape == (10, 4, 4)
+    errs = []
+    for k, m in enumerate(poses):
+        yaw, pitch, roll = C.cam2head_to_yaw_pitch_roll(m)
+        errs.append(abs(yaw - 30.0 * k / 9.0))
+        assert abs(pitch) < 0.5 and abs(roll) < 0.5
+    print(f"max yaw error {max(errs):.4f} deg")
+    assert max(errs) < 0.5
+
+
+def _fcurves(ad):
+    """F-curves of an animation data block (4.5 action.fcurves; 5.0 layered actions)."""
+    act = ad.action
+    if hasattr(act, "fcurves") and len(getattr(act, "fcurves", [])):
+        return list(act.fcurves)
+    out = []
+    for layer in getattr(act, "layers", []):
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                out += list(bag.fcurves)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ strips
+
+
+def test_strip_source_offsets_and_free_channel(scene, tmp_path):
+    from portrait_relight import sequencer
+
+    files = write_png_frames(tmp_path / "seq", [np.full((8, 8, 3), i * 20, np.uint8) for i in range(8)])
+    strip = add_image_strip(scene, files, channel=2, start=10)
+    strip.frame_offset_start = 2
+    strip.frame_offset_end = 1
+    src = sequencer.strip_source(strip)
+    assert src.frames == (2, 7) and src.timeline_start == 12 and src.length == 5
+    blocker = add_image_strip(scene, files[:3], channel=3, start=11, name="blocker")
+    assert sequencer.free_channel_above(scene, strip, 12, 17) == 4
+    blocker.channel = 6
+    new = sequencer.add_result_strip(scene, strip, [str(f) for f in files[2:7]])
+    assert new.name == "clip relit" and new.channel == 3
+    assert new.frame_final_start == 12 and new.frame_final_duration == 5
+    again = sequencer.add_result_strip(scene, strip, [str(f) for f in files[2:7]])
+    assert again.channel == 3 and len([s for s in sequencer.strips_of(scene) if s.name == "clip relit"]) == 1
