@@ -19,7 +19,7 @@ from . import camera_sync, handlers, request, sequencer
 from .properties import engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
-# The one run in progress: {"job", "queue", "strip", "src", "timer", "scene", "seq_scene", "cancel", ...}
+# The one run in progress: {"run": RelightRun, "timer": modal timer, "wm": its window manager}
 _RUN: dict = {}
 
 
@@ -142,6 +142,108 @@ class PORTRAIT_RELIGHT_OT_export_request(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class RelightRun:
+    """A queue of strips relit one after another by worker processes; `tick()` advances it without blocking.
+
+    The modal operator calls `tick()` from its timer, the synchronous path in a loop; both therefore share
+    one code path. `report(level, message)` receives the messages an operator would report.
+    """
+
+    def __init__(self, context, strip_names: list[str], report) -> None:
+        self.scene_name = context.scene.name
+        self.seq_scene_name = sequencer.sequencer_scene(context).name
+        self.queue = list(strip_names)
+        self.report = report
+        self.job: WorkerJob | None = None
+        self.strip_name = ""
+        self.req: dict = {}
+        self.src = None
+        self.cancel_requested = False
+        self.errors = 0
+        self.finished: list[str] = []
+
+    @property
+    def scene(self):
+        return bpy.data.scenes.get(self.scene_name)
+
+    @property
+    def seq_scene(self):
+        return bpy.data.scenes.get(self.seq_scene_name)
+
+    def _strip(self, name: str):
+        strips = sequencer.strips_of(self.seq_scene) if self.seq_scene is not None else None
+        return strips.get(name) if strips is not None else None
+
+    def start_next(self, context) -> bool:
+        """Start the next queued strip; False when none is left (or none could be started)."""
+        self.job = None
+        while self.queue and not self.cancel_requested:
+            name = self.queue.pop(0)
+            strip = self._strip(name)
+            if strip is None:
+                continue
+            try:
+                self.req, self.src = request.build_request(context, strip, self.seq_scene)
+                self.job = WorkerJob(request.engine(), self.req)
+            except (ValueError, RuntimeError) as exc:
+                self.errors += 1
+                self.scene.portrait_relight.last_result = str(exc)
+                self.report("ERROR", str(exc))
+                continue
+            self.strip_name = name
+            s = self.scene.portrait_relight
+            s.is_running, s.progress, s.status = True, 0.0, f"{name}: starting the engine..."
+            return True
+        return False
+
+    def cancel(self) -> None:
+        """Stop after the current frame; queued strips are dropped."""
+        self.cancel_requested = True
+        self.queue = []
+        if self.job is not None:
+            self.job.cancel()
+
+    def tick(self, context) -> bool:
+        """Poll the worker, update progress, collect a finished strip, start the next; False when done."""
+        job = self.job
+        if job is None:
+            return False
+        for ev in job.poll():
+            if ev.get("event") == "warning":
+                self.report("WARNING", f"{self.strip_name}: {ev.get('message')}")
+            elif ev.get("event") == "progress" and bpy.app.background:
+                print(f"  {self.strip_name} {ev.get('stage')}: {ev.get('done')}/{ev.get('total')}",
+                      flush=True)
+        s = self.scene.portrait_relight
+        st = job.state
+        s.progress = st.fraction
+        s.status = (f"{self.strip_name}: cancelling..." if job.cancelling else
+                    f"{self.strip_name}: {st.stage or 'starting'} {st.done}/{st.total or '?'}")
+        if not job.finished:
+            return True
+        strip = self._strip(self.strip_name)
+        if strip is not None:
+            try:
+                level, msg = finish_strip(self.scene, self.seq_scene, strip, self.src, self.req, job)
+            except ValueError as exc:
+                level, msg = "ERROR", str(exc)
+            self.errors += level == "ERROR"
+            self.finished.append(self.strip_name)
+            self.report(level, msg)
+        if job.state.finished == "cancelled":
+            self.cancel_requested = True
+        return self.start_next(context)
+
+    def close(self) -> None:
+        """Stop any worker still running and clear the panel state."""
+        if self.job is not None and self.job.running:
+            self.job.kill()
+        sc = self.scene
+        if sc is not None:
+            sc.portrait_relight.is_running = False
+            sc.portrait_relight.status = ""
+
+
 class _RelightBase:
     bl_options = {"REGISTER"}
 
@@ -161,53 +263,47 @@ class _RelightBase:
         act = sequencer.active_strip(seq_scene)
         return [act] if act is not None else sequencer.selected_or_active(seq_scene)[:1]
 
-    # ---------------------------------------------------------------- synchronous
-    def execute(self, context):
+    def _report(self, level: str, msg: str) -> None:
+        self.report({level}, msg)
+        if bpy.app.background:
+            print(f"Portrait Relight: {msg}", flush=True)
+
+    def _begin(self, context):
         strips = self._strips(context)
         if not strips:
             self.report({"ERROR"}, "Select a movie or image strip in the sequencer first.")
+            return None
+        run = RelightRun(context, [s.name for s in strips], self._report)
+        _RUN.clear()
+        _RUN["run"] = run
+        if not run.start_next(context):
+            _RUN.clear()
+            return None
+        return run
+
+    # ---------------------------------------------------------------- synchronous
+    def execute(self, context):
+        run = self._begin(context)
+        if run is None:
             return {"CANCELLED"}
-        scene, seq_scene = context.scene, sequencer.sequencer_scene(context)
-        failures = 0
-        for strip in strips:
-            try:
-                req, src = request.build_request(context, strip, seq_scene)
-                job = WorkerJob(request.engine(), req)
-            except (ValueError, RuntimeError) as exc:
-                self.report({"ERROR"}, str(exc))
-                failures += 1
-                continue
-            handlers.refresh_preview(scene)
-            print(f"Portrait Relight: {strip.name} -> {req['output']}", flush=True)
-            _RUN.update(job=job, strip=strip.name)
-            try:
-                job.wait(on_event=lambda e, s=scene: _print_event(s, e))
-            except KeyboardInterrupt:
-                job.cancel()
-                job.wait()
-            finally:
-                _RUN.clear()
-            level, msg = finish_strip(scene, seq_scene, strip, src, req, job)
-            failures += level == "ERROR"
-            self.report({level}, msg)
-            print(f"Portrait Relight: {msg}", flush=True)
-            if job.state.finished == "cancelled":
-                break
-        return {"CANCELLED"} if failures == len(strips) else {"FINISHED"}
+        try:
+            while run.tick(context):
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            run.cancel()
+            while run.tick(context):
+                time.sleep(0.05)
+        finally:
+            run.close()
+            _RUN.clear()
+        return {"CANCELLED"} if run.errors and not run.finished else {"FINISHED"}
 
     # ---------------------------------------------------------------- modal
     def invoke(self, context, event):
         if self.synchronous or bpy.app.background or context.window is None:
             return self.execute(context)
-        strips = self._strips(context)
-        if not strips:
-            self.report({"ERROR"}, "Select a movie or image strip in the sequencer first.")
-            return {"CANCELLED"}
-        _RUN.clear()
-        _RUN.update(queue=[s.name for s in strips], scene=context.scene.name,
-                    seq_scene=sequencer.sequencer_scene(context).name, cancel=False, job=None, done=[])
-        if not self._start_next(context):
-            _RUN.clear()
+        run = self._begin(context)
+        if run is None:
             return {"CANCELLED"}
         wm = context.window_manager
         _RUN["timer"] = wm.event_timer_add(0.2, window=context.window)
@@ -216,85 +312,33 @@ class _RelightBase:
         wm.modal_handler_add(self)
         return {"RUNNING_MODAL"}
 
-    def _start_next(self, context) -> bool:
-        """Start the next queued strip; False when the queue is empty or nothing could be started."""
-        seq_scene = bpy.data.scenes.get(_RUN["seq_scene"])
-        strips = sequencer.strips_of(seq_scene) if seq_scene is not None else None
-        while _RUN["queue"]:
-            name = _RUN["queue"].pop(0)
-            strip = strips.get(name) if strips is not None else None
-            if strip is None:
-                continue
-            try:
-                req, src = request.build_request(context, strip, seq_scene)
-                job = WorkerJob(request.engine(), req)
-            except (ValueError, RuntimeError) as exc:
-                self.report({"ERROR"}, str(exc))
-                context.scene.portrait_relight.last_result = str(exc)
-                continue
-            _RUN.update(job=job, strip=name, req=req, src=src, started=time.monotonic())
-            s = context.scene.portrait_relight
-            s.is_running, s.progress, s.status = True, 0.0, f"{name}: starting the engine..."
-            return True
-        return False
-
     def modal(self, context, event):
-        if not _RUN or _RUN.get("job") is None:
+        run: RelightRun | None = _RUN.get("run")
+        if run is None:
             return self._end(context)
-        job: WorkerJob = _RUN["job"]
-        if event.type == "ESC" and event.value == "PRESS" or (_RUN.get("cancel") and not job.cancelling):
-            _RUN["cancel"] = True
-            _RUN["queue"] = []
-            job.cancel()
+        if event.type == "ESC" and event.value == "PRESS":
+            run.cancel()
         if event.type != "TIMER":
             return {"PASS_THROUGH"}
-        for ev in job.poll():
-            if ev.get("event") == "warning":
-                self.report({"WARNING"}, f"{_RUN['strip']}: {ev.get('message')}")
+        running = run.tick(context)
         s = context.scene.portrait_relight
-        st = job.state
-        s.progress = st.fraction
-        s.status = (f"{_RUN['strip']}: cancelling..." if job.cancelling else
-                    f"{_RUN['strip']}: {st.stage or 'starting'} {st.done}/{st.total or '?'}")
-        _status(context, f"Portrait Relight  {s.status}  (Esc to cancel)")
+        _status(context, f"Portrait Relight  {s.status}  (Esc to cancel)" if running else None)
         _RUN["wm"].progress_update(int(100 * s.progress))
         _redraw(context)
-        if not job.finished:
-            return {"RUNNING_MODAL"}
-        seq_scene = bpy.data.scenes.get(_RUN["seq_scene"])
-        strips = sequencer.strips_of(seq_scene) if seq_scene is not None else None
-        strip = strips.get(_RUN["strip"]) if strips is not None else None
-        if strip is not None:
-            try:
-                level, msg = finish_strip(context.scene, seq_scene, strip, _RUN["src"], _RUN["req"], job)
-            except ValueError as exc:
-                level, msg = "ERROR", str(exc)
-            self.report({level}, msg)
-        if not _RUN.get("cancel") and self._start_next(context):
-            return {"RUNNING_MODAL"}
-        return self._end(context)
+        return {"RUNNING_MODAL"} if running else self._end(context)
 
     def _end(self, context):
+        run: RelightRun | None = _RUN.get("run")
+        if run is not None:
+            run.close()
         wm = _RUN.get("wm") or context.window_manager
         if _RUN.get("timer") is not None:
             wm.event_timer_remove(_RUN["timer"])
         wm.progress_end()
         _status(context, None)
-        s = context.scene.portrait_relight
-        s.is_running, s.status = False, ""
         _RUN.clear()
         _redraw(context)
         return {"FINISHED"}
-
-
-def _print_event(scene, event: dict) -> None:
-    kind = event.get("event")
-    if kind == "progress":
-        print(f"  {event.get('stage')}: {event.get('done')}/{event.get('total')}", flush=True)
-    elif kind == "warning":
-        print(f"  warning: {event.get('message')}", flush=True)
-    elif kind == "error":
-        print(f"  error: {event.get('message')}", flush=True)
 
 
 class PORTRAIT_RELIGHT_OT_relight(_RelightBase, bpy.types.Operator):
@@ -324,11 +368,9 @@ class PORTRAIT_RELIGHT_OT_cancel(bpy.types.Operator):
         return bool(_RUN)
 
     def execute(self, context):
-        _RUN["cancel"] = True
-        _RUN["queue"] = []
-        job = _RUN.get("job")
-        if job is not None:
-            job.cancel()
+        run: RelightRun | None = _RUN.get("run")
+        if run is not None:
+            run.cancel()
         return {"FINISHED"}
 
 
@@ -339,7 +381,8 @@ CLASSES = (PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig,
 
 def running_job() -> WorkerJob | None:
     """The worker job in progress (None when idle)."""
-    return _RUN.get("job")
+    run = _RUN.get("run")
+    return run.job if run is not None else None
 
 
 def register() -> None:
@@ -348,9 +391,9 @@ def register() -> None:
 
 
 def unregister() -> None:
-    job = _RUN.get("job")
-    if job is not None:
-        job.kill()
+    run = _RUN.get("run")
+    if run is not None:
+        run.close()
     timer, wm = _RUN.get("timer"), _RUN.get("wm")
     if timer is not None and wm is not None:
         try:

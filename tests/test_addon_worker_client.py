@@ -1,0 +1,191 @@
+"""The add-on's side of the worker protocol, against a small fake engine (fast, no torch): results come back
+as strips, cancel keeps a partial strip and leaves no process, errors and crashes become reports, a worker
+that ignores cancel is terminated, a batch relights every selected strip."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy")
+from test_addon_blender import add_image_strip, enable_addon, write_png_frames  # noqa: E402
+
+pytestmark = pytest.mark.blender
+
+FAKE_ENGINE = r'''#!{python}
+"""Fake engine: `<this> -m relight_core worker|--version`, speaking the worker protocol (FAKE_MODE env)."""
+import json, os, re, shutil, sys, threading, time
+
+if sys.argv[1:] == ["-m", "relight_core", "--version"]:
+    print("relight-core 0.0-fake")
+    sys.exit(0)
+mode = os.environ.get("FAKE_MODE", "ok")
+delay = float(os.environ.get("FAKE_DELAY", "0.05"))
+req = json.loads(sys.stdin.readline())
+cancel = threading.Event()
+
+def watch():
+    for line in sys.stdin:
+        if line.strip() in ("cancel", '{"cmd": "cancel"}'):
+            if mode != "ignore_cancel":
+                cancel.set()
+            return
+
+threading.Thread(target=watch, daemon=True).start()
+emit = lambda **e: print(json.dumps(e), flush=True)
+if mode == "crash":
+    print("Traceback: something broke in the engine", file=sys.stderr, flush=True)
+    sys.exit(3)
+if mode == "error":
+    emit(event="error", message="Frame 0 of the input could not be decoded; check the file.")
+    sys.exit(2)
+src = req["input"]
+key = lambda n: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", n)]
+files = sorted(os.listdir(src), key=key) if os.path.isdir(src) else [os.path.basename(src)]
+folder = src if os.path.isdir(src) else os.path.dirname(src)
+first, last = req["frames"] or [0, 1]
+stem = os.path.basename(src.rstrip("/")) if os.path.isdir(src) else os.path.splitext(files[0])[0]
+out = os.path.join(req["output"], "rgba")
+os.makedirs(out, exist_ok=True)
+emit(event="started", frames=last - first, output=req["output"])
+done = 0
+for i in range(first, last):
+    if cancel.is_set():
+        emit(event="cancelled", frames_done=done)
+        sys.exit(1)
+    time.sleep(delay)
+    dst = os.path.join(out, f"{stem}_{i:06d}.png")
+    shutil.copyfile(os.path.join(folder, files[i]), dst)
+    done += 1
+    emit(event="progress", stage="relight", done=done, total=last - first)
+    emit(event="frame", index=i, files={"rgba": dst})
+with open(os.path.join(req["output"], "request_seen.json"), "w") as fh:
+    json.dump(req, fh)
+emit(event="done", frames=done, output=req["output"], report=os.path.join(req["output"], "report.json"))
+'''
+
+
+@pytest.fixture()
+def fake(tmp_path, monkeypatch):
+    """The add-on enabled with the fake engine as its Python, in a fresh scene with a sun light."""
+    enable_addon()
+    exe = tmp_path / "fake_python"
+    exe.write_text(FAKE_ENGINE.replace("{python}", sys.executable))
+    exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
+    prefs = bpy.context.preferences.addons["portrait_relight"].preferences
+    prefs.engine_python = str(exe)
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    sc = bpy.data.scenes.new("PR fake")
+    old = bpy.context.window.scene
+    bpy.context.window.scene = sc
+    ws = bpy.context.workspace
+    old_seq = getattr(ws, "sequencer_scene", None)
+    if hasattr(ws, "sequencer_scene"):
+        ws.sequencer_scene = sc
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sc.collection.objects.link(sun)
+    sc.portrait_relight.output_dir = str(tmp_path / "out")
+
+    def make(name: str, n: int, start: int, channel: int = 1):
+        frames = [np.full((8, 8, 3), 20 * k, np.uint8) for k in range(n)]
+        return add_image_strip(sc, write_png_frames(tmp_path / name, frames, stem=name), channel=channel,
+                               start=start, name=name)
+
+    yield sc, make, exe
+    if hasattr(ws, "sequencer_scene"):
+        ws.sequencer_scene = old_seq
+    bpy.context.window.scene = old
+    bpy.data.scenes.remove(sc)
+    prefs.engine_python = ""
+
+
+def _result(sc, name):
+    from portrait_relight import sequencer
+
+    return sequencer.strips_of(sc).get(f"{name} relit")
+
+
+def test_done_gives_aligned_strip(fake):
+    sc, make, _ = fake
+    src = make("shot", 6, start=20, channel=2)
+    src.frame_offset_start = 1  # shows source frames 1..5 from timeline frame 21
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}
+    new = _result(sc, "shot")
+    assert new.frame_final_start == 21 and new.frame_final_duration == 5 and new.channel == 3
+    assert [e.filename for e in new.elements] == [f"shot_{i:06d}.png" for i in range(1, 6)]
+    assert "relit 5/5" in sc.portrait_relight.last_result
+    from portrait_relight import operators
+
+    assert operators.running_job() is None and not sc.portrait_relight.is_running
+
+
+def test_cancel_keeps_partial_strip_and_no_process(fake, monkeypatch):
+    sc, make, _ = fake
+    monkeypatch.setenv("FAKE_DELAY", "0.3")
+    strip = make("long", 12, start=1)
+    from portrait_relight import operators, request
+    from portrait_relight.worker_client import WorkerJob
+
+    req, src = request.build_request(bpy.context, strip)
+    job = WorkerJob(request.engine(), req)
+    state = job.wait(cancel_after_frames=2)
+    assert state.finished == "cancelled" and job.proc.poll() is not None
+    level, msg = operators.finish_strip(sc, sc, strip, src, req, job)
+    new = _result(sc, "long")
+    assert level == "WARNING" and "partial" in msg
+    assert 2 <= new.frame_final_duration < 12 and new.frame_final_start == 1
+    assert all(Path(new.directory, e.filename).is_file() for e in new.elements)
+
+
+def test_worker_that_ignores_cancel_is_terminated(fake, monkeypatch):
+    sc, make, _ = fake
+    monkeypatch.setenv("FAKE_MODE", "ignore_cancel")
+    monkeypatch.setenv("FAKE_DELAY", "0.5")
+    from portrait_relight import request, worker_client
+
+    monkeypatch.setattr(worker_client, "CANCEL_GRACE_S", 0.3)
+    strip = make("stubborn", 40, start=1)
+    req, _src = request.build_request(bpy.context, strip)
+    job = worker_client.WorkerJob(request.engine(), req)
+    state = job.wait(cancel_after_frames=1)
+    assert state.finished == "cancelled" and job.proc.poll() is not None
+    assert len(state.frames) < 40
+
+
+@pytest.mark.parametrize("mode", ["error", "crash"])
+def test_engine_errors_become_reports(fake, monkeypatch, mode):
+    sc, make, _ = fake
+    monkeypatch.setenv("FAKE_MODE", mode)
+    make("broken", 2, start=1)
+    expected = "could not be decoded" if mode == "error" else "stopped unexpectedly"
+    with pytest.raises(RuntimeError, match=expected):
+        bpy.ops.portrait_relight.relight(synchronous=True)
+    assert _result(sc, "broken") is None
+    assert "error" in sc.portrait_relight.last_result
+
+
+def test_batch_relights_all_selected(fake):
+    sc, make, _ = fake
+    a = make("a", 3, start=1, channel=1)
+    b = make("b", 2, start=10, channel=1)
+    for s in (a, b):
+        s.select = True
+    assert bpy.ops.portrait_relight.relight_strips(synchronous=True) == {"FINISHED"}
+    assert _result(sc, "a").frame_final_duration == 3 and _result(sc, "b").frame_final_duration == 2
+    assert _result(sc, "a").channel == 2 and _result(sc, "b").frame_final_start == 10
+
+
+def test_check_engine(fake, tmp_path):
+    from portrait_relight import worker_client
+
+    _sc, _make, exe = fake
+    ok, msg = worker_client.check_engine(str(exe))
+    assert ok and "relight-core 0.0-fake" in msg
+    ok, msg = worker_client.check_engine(str(tmp_path / "nope" / "python"))
+    assert not ok and "does not exist" in msg
+    assert bpy.ops.portrait_relight.check_engine() == {"FINISHED"}
+    assert "fake" in bpy.context.preferences.addons["portrait_relight"].preferences.engine_status
