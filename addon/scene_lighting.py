@@ -131,7 +131,7 @@ def _linked_from(socket):
 
 def _env_pixels(image) -> np.ndarray:
     """(H, W, 3) float32 linear pixels of a Blender image, row 0 at the TOP, box-filtered to at most
-    ENV_MAX_WIDTH wide (cached per image name, size and file path)."""
+    ENV_MAX_WIDTH wide (cached per image name, size and file path). 8-bit sRGB images are decoded."""
     key = (image.name, tuple(image.size), image.filepath, image.is_dirty)
     if key in _env_cache:
         return _env_cache[key]
@@ -144,6 +144,9 @@ def _env_pixels(image) -> np.ndarray:
     px = buf.reshape(h, w, ch)[::-1, :, :3]
     if ch < 3:
         px = np.repeat(buf.reshape(h, w, ch)[::-1, :, :1], 3, axis=2)
+    if not image.is_float and "srgb" in image.colorspace_settings.name.lower():
+        # 8-bit images give their stored (sRGB-encoded) values; radiance must be linear
+        px = np.where(px <= 0.04045, px / 12.92, ((px + 0.055) / 1.055) ** 2.4)
     k = max(1, int(math.ceil(w / ENV_MAX_WIDTH)))
     if k > 1:
         hh, ww = (h // k) * k, (w // k) * k

@@ -363,3 +363,43 @@ def test_strip_source_offsets_and_free_channel(scene, tmp_path):
     assert new.frame_final_start == 12 and new.frame_final_duration == 5
     again = sequencer.add_result_strip(scene, strip, [str(f) for f in files[2:7]])
     assert again.channel == 3 and len([s for s in sequencer.strips_of(scene) if s.name == "clip relit"]) == 1
+
+
+@pytest.mark.parametrize("mapping_z_deg, expected", [(0.0, (0.0, -1.0, 0.0)), (90.0, (-1.0, 0.0, 0.0))])
+def test_environment_texture_orientation(scene, tmp_path, mapping_z_deg, expected):
+    """A World Environment Texture with one bright patch at Blender world +X (image centre), anchor turned
+    90 degrees about Z: the light must come from anchor -Y (the front); a Mapping node turned +90 degrees
+    about Z moves it to anchor -X."""
+    S, L = core("sh"), core("lights")
+    w, h = 64, 32
+    img = bpy.data.images.new("env", w, h, float_buffer=True)
+    px = np.full((h, w, 4), 0.01, np.float32)
+    px[..., 3] = 1.0
+    px[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2, :3] = 50.0
+    img.pixels.foreach_set(px.ravel())
+    world = bpy.data.worlds.new("EnvW")
+    if bpy.app.version < (5, 0, 0):
+        world.use_nodes = True
+    nt = world.node_tree
+    env = nt.nodes.new("ShaderNodeTexEnvironment")
+    env.image = img
+    nt.links.new(env.outputs["Color"], nt.nodes["Background"].inputs["Color"])
+    if mapping_z_deg:
+        mapping = nt.nodes.new("ShaderNodeMapping")
+        coords = nt.nodes.new("ShaderNodeTexCoord")
+        nt.links.new(coords.outputs["Generated"], mapping.inputs["Vector"])
+        nt.links.new(mapping.outputs["Vector"], env.inputs["Vector"])
+        mapping.inputs["Rotation"].default_value = (0.0, 0.0, math.radians(mapping_z_deg))
+    scene.world = world
+    anchor = bpy.data.objects.new("Anchor", None)
+    scene.collection.objects.link(anchor)
+    anchor.rotation_euler = (0.0, 0.0, math.radians(90.0))
+    bpy.context.view_layer.update()
+    from portrait_relight import scene_lighting
+
+    lights, _keys = scene_lighting.scene_lights(scene, anchor)
+    assert len(lights) == 1 and isinstance(lights[0], L.EnvironmentMap)
+    sh, _ = scene_lighting.scene_sh(scene, anchor)
+    d = S.dominant_direction(sh)
+    angle = math.degrees(math.acos(np.clip(np.dot(d, expected), -1, 1)))
+    assert angle < 10.0, (d, expected)
