@@ -53,6 +53,8 @@ def refresh_preview(scene, force: bool = False) -> bool:
         except Exception as exc:  # noqa: BLE001 - a handler must never raise into Blender
             scene_lighting_error(scene, exc)
             sh = None
+        if sh is not None and scene.portrait_relight.status.startswith("Lighting:"):
+            scene.portrait_relight.status = ""
         last = _last["sh"]
         same = (sh is None and last is None) or (
             sh is not None and last is not None and np.allclose(sh, last, rtol=1e-6, atol=1e-9))
@@ -68,7 +70,9 @@ def refresh_preview(scene, force: bool = False) -> bool:
 def scene_lighting_error(scene, exc: Exception) -> None:
     """Show a lighting problem in the panel status instead of raising from a handler."""
     try:
-        scene.portrait_relight.status = f"Lighting: {exc}"
+        msg = f"Lighting: {exc}"
+        if scene.portrait_relight.status != msg:  # writing only on change: no depsgraph update loop
+            scene.portrait_relight.status = msg
     except (AttributeError, RuntimeError):
         pass
 
