@@ -19,10 +19,20 @@ MAX_CHANNEL = 128
 
 
 def sequencer_scene(context) -> bpy.types.Scene:
-    """The scene whose strips the sequencer edits (5.0: the workspace's sequencer scene)."""
+    """The scene whose strips the sequencer edits (5.0: the workspace's sequencer scene).
+
+    Without a window (`blender -b`) there is no current workspace: the window scene is used when it has
+    strips, else the first workspace's sequencer scene that has some."""
     ws = getattr(context, "workspace", None)
     scene = getattr(ws, "sequencer_scene", None) if ws is not None else None
-    return scene or context.scene
+    if scene is not None:
+        return scene
+    if ws is None and strips_of(context.scene) is None:
+        for other in bpy.data.workspaces:
+            cand = getattr(other, "sequencer_scene", None)
+            if cand is not None and strips_of(cand) is not None:
+                return cand
+    return context.scene
 
 
 def strips_of(scene: bpy.types.Scene, ensure: bool = False):

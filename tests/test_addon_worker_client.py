@@ -4,7 +4,9 @@ that ignores cancel is terminated, a batch relights every selected strip."""
 
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -189,3 +191,37 @@ def test_check_engine(fake, tmp_path):
     assert not ok and "does not exist" in msg
     assert bpy.ops.portrait_relight.check_engine() == {"FINISHED"}
     assert "fake" in bpy.context.preferences.addons["portrait_relight"].preferences.engine_status
+
+
+FARM_SCRIPT = r"""
+import sys, bpy, addon_utils
+sys.path.insert(0, sys.argv[2])
+bpy.ops.wm.open_mainfile(filepath=sys.argv[1])
+addon_utils.enable("portrait_relight", default_set=True)
+bpy.ops.portrait_relight.relight_strips(synchronous=True)
+bpy.ops.wm.save_mainfile()
+"""
+
+
+def test_headless_farm_command_on_a_saved_blend(fake, tmp_path):
+    """The documented farm flow in a separate process: open the .blend, relight the selected strips
+    synchronously (engine from $RELIGHT_ENGINE_PYTHON), save; the saved file has the result strip."""
+    sc, make, exe = fake
+    strip = make("farm", 3, start=5)
+    strip.select = True
+    blend = tmp_path / "shot.blend"
+    bpy.context.window.scene = sc
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    addons_dir = Path(sys.modules["portrait_relight"].__file__).parent.parent
+    env = dict(os.environ, RELIGHT_ENGINE_PYTHON=str(exe), FAKE_MODE="ok")
+    res = subprocess.run([sys.executable, "-c", FARM_SCRIPT, str(blend), str(addons_dir)], env=env,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "relit 3/3" in res.stdout
+    check = ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]); "
+             "s = bpy.data.scenes['PR fake'].sequence_editor; "
+             "st = (s.strips if hasattr(s, 'strips') else s.sequences)['farm relit']; "
+             "print('STRIP', st.frame_final_start, st.frame_final_duration)")
+    res = subprocess.run([sys.executable, "-c", check, str(blend)], capture_output=True, text=True,
+                         timeout=120)
+    assert "STRIP 5 3" in res.stdout, res.stderr[-2000:]
