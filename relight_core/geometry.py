@@ -1,0 +1,436 @@
+"""Per-frame surface of the person: depth, camera-space normals, face mask and semantic labels.
+
+Face: the 478 tracked landmarks are lifted to camera space (x, y from the image, depth from the head
+pose plus MediaPipe's relative depth) and the landmark mesh is rasterised with a z-buffer. Its triangles
+are derived at run time from the installed `FACEMESH_TESSELATION` edges: the 3-cliques of the edge graph
+minus spurious ones (all three edges already shared by two other cliques), wound consistently so that
+normals point out of the face. Normals are interpolated vertex normals.
+
+Rest of the person (hair, ears, neck, shoulders): a dome grown from the person matte (height
+sqrt(d (2R - d)) at distance d px from the matte edge, flat beyond R), offset so it joins the face depth
+at the face boundary; its normals come from the depth gradients and are blended with the face normals
+across a feathered seam.
+
+Labels: 0 background, 1 skin, 2 eyes, 3 brows, 4 lips (the mouth opening is labelled lips too: it is
+not skin), 5 rest of the head and body. Eyes, brows and lips are polygons of MediaPipe's
+`face_mesh_connections` landmark sets.
+
+All maps are (H, W) at the requested size; points are cam space (OpenGL, z < 0) in head units.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from relight_core import camera as cam
+
+BACKGROUND, SKIN, EYES, BROWS, LIPS, REST = 0, 1, 2, 3, 4, 5
+DOME_RADIUS = 0.3        # head units: curvature radius of the matte dome (a neck / head-sized tube)
+SEAM_WIDTH = 0.04        # head units: width of the face / rest blend at the face boundary
+
+
+@dataclass
+class Geometry:
+    """Per-frame geometry maps at (H, W).
+
+    points (H, W, 3) float32 cam-space positions, head units (z < 0; outside the person: on the dome's
+    base plane); depth (H, W) float32 = -z, 0 outside the person; normals (H, W, 3) float32 unit cam
+    space ((0, 0, 1) outside); face_mask (H, W) float32 0..1; alpha (H, W) float32 person matte 0..1;
+    labels (H, W) uint8 (module docstring); K (3, 3); vertices (478, 3) cam-space landmarks.
+    """
+
+    points: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+    face_mask: np.ndarray
+    alpha: np.ndarray
+    labels: np.ndarray
+    K: np.ndarray
+    vertices: np.ndarray
+
+
+# --------------------------------------------------------------------------------------------- topology
+
+def _connections():
+    from relight_core.track import _mp
+
+    return _mp().solutions.face_mesh_connections
+
+
+def triangles_from_edges(edges, vertices: np.ndarray, outward: np.ndarray | None = None) -> np.ndarray:
+    """The faces of a triangulated surface given only its edges -> (T, 3) int32, consistently wound.
+
+    Candidates are the 3-cliques of the edge graph. An edge of a surface borders at most two faces, so a
+    clique whose three edges all border two or more other cliques is a spurious "separating" triangle and
+    is dropped (repeated until none is left). Winding is propagated across shared edges (neighbours
+    traverse a shared edge in opposite directions) and set so that normals of `vertices` (V, 3) agree
+    with `outward` (3,) (default +z) on the whole.
+    """
+    from collections import deque
+
+    nb: dict[int, set[int]] = {}
+    for a, b in edges:
+        if a != b:
+            nb.setdefault(a, set()).add(b)
+            nb.setdefault(b, set()).add(a)
+    cliques = sorted({tuple(sorted((i, j, k))) for i, ns in nb.items() for j in ns for k in ns & nb[j]})
+
+    def edges_of(t: tuple[int, int, int]) -> list[frozenset]:
+        return [frozenset((t[0], t[1])), frozenset((t[1], t[2])), frozenset((t[0], t[2]))]
+
+    alive = set(cliques)
+    while True:
+        use: dict[frozenset, int] = {}
+        for t in alive:
+            for e in edges_of(t):
+                use[e] = use.get(e, 0) + 1
+        spurious = [t for t in alive if all(use[e] >= 3 for e in edges_of(t))]
+        if not spurious:
+            break
+        alive -= set(spurious)
+    faces = sorted(alive)
+    by_edge: dict[frozenset, list[int]] = {}
+    for n, t in enumerate(faces):
+        for e in edges_of(t):
+            by_edge.setdefault(e, []).append(n)
+    v = np.asarray(vertices, dtype=np.float64)
+    out_dir = np.array([0.0, 0.0, 1.0]) if outward is None else np.asarray(outward, dtype=np.float64)
+    wound: list[tuple[int, int, int] | None] = [None] * len(faces)
+    for seed in range(len(faces)):
+        if wound[seed] is not None:
+            continue
+        wound[seed] = faces[seed]
+        queue = deque([seed])
+        while queue:
+            n = queue.popleft()
+            a, b, c = wound[n]
+            for p, q in ((a, b), (b, c), (c, a)):
+                for m in by_edge[frozenset((p, q))]:
+                    if wound[m] is not None:
+                        continue
+                    r = next(x for x in faces[m] if x not in (p, q))
+                    wound[m] = (q, p, r)  # the neighbour runs the shared edge the other way
+                    queue.append(m)
+    t = np.array(wound, dtype=np.int64)
+    fn = np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]])
+    if float((fn @ out_dir).sum()) < 0:
+        t = t[:, [0, 2, 1]]
+    return t.astype(np.int32)
+
+
+@functools.lru_cache(maxsize=1)
+def face_triangles() -> np.ndarray:
+    """The landmark mesh's faces (T, 3) int32, wound so that normals point out of the face (cached)."""
+    from relight_core.track import neutral_face
+
+    return triangles_from_edges(_connections().FACEMESH_TESSELATION, neutral_face())
+
+
+def edge_loops(edges) -> list[list[int]]:
+    """Split an edge set into its chains: closed loops and open paths, each as an ordered vertex list."""
+    nb: dict[int, list[int]] = {}
+    for a, b in edges:
+        nb.setdefault(a, []).append(b)
+        nb.setdefault(b, []).append(a)
+    seen: set[int] = set()
+    chains = []
+    starts = [v for v, n in nb.items() if len(n) == 1] + list(nb)
+    for s in starts:
+        if s in seen:
+            continue
+        chain, prev, cur = [s], None, s
+        seen.add(s)
+        while True:
+            nxt = [v for v in nb[cur] if v != prev and v not in seen]
+            if not nxt:
+                break
+            prev, cur = cur, nxt[0]
+            chain.append(cur)
+            seen.add(cur)
+        chains.append(chain)
+    return chains
+
+
+def _region_polygon(edges) -> list[list[int]]:
+    """Landmark polygons of a region: each closed loop, or two open chains joined into one outline."""
+    chains = edge_loops(edges)
+    closed = [c for c in chains if len(c) > 2 and _is_loop(c, edges)]
+    open_ = [c for c in chains if c not in closed]
+    polys = list(closed)
+    while len(open_) >= 2:
+        a, b = open_.pop(0), open_.pop(0)
+        polys.append(a + b[::-1])  # both chains run from the same end (outer -> inner)
+    return polys
+
+
+def _is_loop(chain: list[int], edges) -> bool:
+    es = {frozenset(e) for e in edges}
+    return frozenset((chain[0], chain[-1])) in es
+
+
+@functools.lru_cache(maxsize=1)
+def region_polygons() -> dict[int, list[list[int]]]:
+    """{label: [landmark index polygons]} for eyes, brows and lips (outer lip outline), cached."""
+    c = _connections()
+    lips = _region_polygon(c.FACEMESH_LIPS)
+    # FACEMESH_LIPS holds the outer and the inner outline; the outer one is the longer
+    lips = [max(lips, key=len)]
+    return {EYES: _region_polygon(c.FACEMESH_LEFT_EYE) + _region_polygon(c.FACEMESH_RIGHT_EYE),
+            BROWS: _region_polygon(c.FACEMESH_LEFT_EYEBROW) + _region_polygon(c.FACEMESH_RIGHT_EYEBROW),
+            LIPS: lips}
+
+
+# --------------------------------------------------------------------------------------------- lifting
+
+def face_vertices_cam(landmarks: np.ndarray, cam_from_head: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Landmarks (478, 3) px (x, y, MediaPipe z scaled to px) -> cam-space vertices (478, 3), head units.
+
+    x, y stay exactly on the tracked pixels; the depth of each landmark is the mean depth of the posed
+    neutral face's rigid landmarks plus MediaPipe's relative depth converted to head units at that depth.
+    """
+    from relight_core.track import RIGID_LANDMARKS, neutral_face
+
+    lm = np.asarray(landmarks, dtype=np.float64)
+    k = cam.k_matrix(k)
+    rigid = list(RIGID_LANDMARKS)
+    posed = cam.transform_points(cam_from_head, neutral_face()[rigid])
+    d_ref = float(np.mean(-posed[:, 2]))
+    z_ref = float(np.mean(lm[rigid, 2]))
+    depth = d_ref + (lm[:, 2] - z_ref) * (d_ref / k[0, 0])
+    return cam.unproject(lm[:, :2], depth, k)
+
+
+def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (V, 3), unit, from (V, 3) vertices and (T, 3) outward-wound faces."""
+    v = np.asarray(vertices, dtype=np.float64)
+    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    n = np.zeros_like(v)
+    for c in range(3):
+        np.add.at(n, tris[:, c], fn)
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+
+# --------------------------------------------------------------------------------------------- raster
+
+def rasterize(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
+              cull: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Z-buffered triangle raster -> (triangle id (H, W) int32, -1 = none; barycentrics (H, W, 3) float32).
+
+    pixels (V, 2) image coordinates (pixel centres at +0.5), depth (V,) distance (smaller = nearer),
+    tris (T, 3); cull (T,) bool marks triangles to skip (e.g. back faces). Triangles are drawn far to
+    near by mean depth (painter's algorithm, exact for a mesh seen from one side) with sub-pixel
+    precision; barycentrics are then solved per covered pixel.
+    """
+    import cv2
+
+    px = np.asarray(pixels, dtype=np.float64)
+    tris = np.asarray(tris)
+    order = np.argsort(-np.asarray(depth)[tris].mean(axis=1), kind="stable")
+    if cull is not None:
+        order = order[~np.asarray(cull)[order]]
+    ids = np.zeros((height, width), dtype=np.int32)
+    fixed = np.round((px - 0.5) * 16.0).astype(np.int32)
+    polys = fixed[tris]
+    for t in order:
+        cv2.fillConvexPoly(ids, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    ids -= 1
+    bary = np.zeros((height, width, 3), dtype=np.float32)
+    ys, xs = np.nonzero(ids >= 0)
+    if len(ys) == 0:
+        return ids, bary
+    t = ids[ys, xs]
+    a, b, c = px[tris[t, 0]], px[tris[t, 1]], px[tris[t, 2]]
+    p = np.stack([xs + 0.5, ys + 0.5], axis=1)
+    e1, e2, q = b - a, c - a, p - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    det = np.where(np.abs(det) < 1e-12, 1e-12, det)
+    l1 = (q[:, 0] * e2[:, 1] - q[:, 1] * e2[:, 0]) / det
+    l2 = (e1[:, 0] * q[:, 1] - e1[:, 1] * q[:, 0]) / det
+    lam = np.clip(np.stack([1.0 - l1 - l2, l1, l2], axis=1), 0.0, 1.0)
+    lam /= np.maximum(lam.sum(axis=1, keepdims=True), 1e-12)
+    bary[ys, xs] = lam
+    return ids, bary
+
+
+def interpolate(ids: np.ndarray, bary: np.ndarray, tris: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Barycentric interpolation of per-vertex values (V, C) over a raster -> (H, W, C) float32 (0 where
+    ids < 0)."""
+    h, w = ids.shape
+    out = np.zeros((h, w, values.shape[1]), dtype=np.float32)
+    ys, xs = np.nonzero(ids >= 0)
+    tv = tris[ids[ys, xs]]
+    lam = bary[ys, xs]
+    v = np.asarray(values, dtype=np.float32)
+    out[ys, xs] = (v[tv[:, 0]] * lam[:, 0:1] + v[tv[:, 1]] * lam[:, 1:2] + v[tv[:, 2]] * lam[:, 2:3])
+    return out
+
+
+@dataclass
+class MeshRaster:
+    """A rasterised mesh, stored sparsely: covered pixels (ys, xs) (N,), their depth (N,) = -z and unit
+    normals (N, 3), plus the coverage map (H, W) bool."""
+
+    cover: np.ndarray
+    ys: np.ndarray
+    xs: np.ndarray
+    depth: np.ndarray
+    normals: np.ndarray
+
+    def dense(self) -> tuple[np.ndarray, np.ndarray]:
+        """(depth (H, W) float32, 0 outside; normals (H, W, 3) float32, (0, 0, 1) outside)."""
+        h, w = self.cover.shape
+        d = np.zeros((h, w), np.float32)
+        n = np.zeros((h, w, 3), np.float32)
+        n[..., 2] = 1.0
+        d[self.ys, self.xs] = self.depth
+        n[self.ys, self.xs] = self.normals
+        return d, n
+
+
+def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int) -> MeshRaster:
+    """Rasterise a cam-space mesh (V, 3) with outward-wound faces (T, 3) through intrinsics k at
+    (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space)."""
+    v = np.asarray(vertices, dtype=np.float64)
+    px = cam.project(v, k)
+    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
+    ids, bary = rasterize(px, -v[:, 2], tris, height, width, cull=back)
+    ys, xs = np.nonzero(ids >= 0)
+    tv = tris[ids[ys, xs]]
+    lam = bary[ys, xs]
+    vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32)
+    out = vals[tv[:, 0]] * lam[:, 0:1] + vals[tv[:, 1]] * lam[:, 1:2] + vals[tv[:, 2]] * lam[:, 2:3]
+    n = out[:, :3] / np.maximum(np.sqrt(np.einsum("ij,ij->i", out[:, :3], out[:, :3])), 1e-6)[:, None]
+    return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n)
+
+
+# --------------------------------------------------------------------------------------------- person
+
+def _dome_height(inside: np.ndarray, radius_px: float) -> np.ndarray:
+    """Height (H, W) px of a dome over a binary mask: sqrt(d (2R - d)) at distance d from its edge."""
+    import cv2
+
+    d = cv2.distanceTransform(inside.astype(np.uint8), cv2.DIST_L2, 5)
+    d = np.minimum(d, radius_px)
+    return np.sqrt(np.maximum(d * (2.0 * radius_px - d), 0.0))
+
+
+def normals_from_depth(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Cam-space unit normals (H, W, 3) float32 from a depth map (H, W) (= -z, > 0), oriented toward
+    the camera: the cross product of the back-projected points' finite differences, in closed form.
+
+    P(u, v) = D (a, b, -1) with a = (u - cx) / fx, b = -(v - cy) / fy; n ~ dP/dv x dP/du.
+    """
+    h, w = depth.shape
+    k = cam.k_matrix(k)
+    ifx, ify = np.float32(1.0 / k[0, 0]), np.float32(1.0 / k[1, 1])
+    a = ((np.arange(w, dtype=np.float32) + 0.5 - np.float32(k[0, 2])) * ifx)[None, :]
+    b = (-(np.arange(h, dtype=np.float32) + 0.5 - np.float32(k[1, 2])) * ify)[:, None]
+    d = np.asarray(depth, dtype=np.float32)
+    du = np.gradient(d, axis=1)
+    dv = np.gradient(d, axis=0)
+    # dP/du = du (a, b, -1) + d (1/fx, 0, 0);  dP/dv = dv (a, b, -1) + d (0, -1/fy, 0)
+    # n = dP/dv x dP/du, simplified (the d^2 factor dropped after dividing by d):
+    nx = -du * ify
+    ny = dv * ifx
+    nz = d * ifx * ify + a * du * ify - b * dv * ifx
+    norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+    norm = np.maximum(norm, np.float32(1e-12))
+    return np.stack([nx / norm, ny / norm, nz / norm], axis=-1)
+
+
+def label_map(landmarks_px: np.ndarray, face: np.ndarray, person: np.ndarray) -> np.ndarray:
+    """Semantic labels (H, W) uint8 from landmarks (478, 2+) px, face coverage and person masks (H, W)."""
+    import cv2
+
+    labels = np.where(person, REST, BACKGROUND).astype(np.uint8)
+    labels[face] = SKIN
+    regions = np.zeros_like(labels)
+    fixed = np.round((np.asarray(landmarks_px)[:, :2] - 0.5) * 16.0).astype(np.int32)
+    for lab in (BROWS, EYES, LIPS):
+        polys = [fixed[p] for p in region_polygons()[lab]]
+        cv2.fillPoly(regions, polys, int(lab), lineType=cv2.LINE_8, shift=4)
+    inside = (regions > 0) & (face | person)
+    labels[inside] = regions[inside]
+    return labels
+
+
+def _rest_surface(person: np.ndarray, face: MeshRaster, k: np.ndarray, px_per_unit: float, seam_px: float
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The matte dome at (H, W) -> (depth (H, W) float32, normals (H, W, 3) float32, base depth).
+
+    Computed at half resolution when the frame is large (the dome is smooth) and resized back.
+    """
+    import cv2
+
+    h, w = person.shape
+    f = 2 if min(h, w) >= 256 else 1
+    small = person if f == 1 else cv2.resize(person.astype(np.uint8), (w // f, h // f),
+                                             interpolation=cv2.INTER_AREA).astype(bool)
+    k_small = cam.k_matrix(k) @ np.diag([1.0 / f, 1.0 / f, 1.0]) if f > 1 else cam.k_matrix(k)
+    h_units = _dome_height(small, DOME_RADIUS * px_per_unit / f) * np.float32(f / px_per_unit)
+    # the base plane is set so that base - h meets the face depth along the face boundary
+    ring = face.cover & ~cv2.erode(face.cover.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    ys, xs = np.nonzero(ring)
+    if len(ys):
+        hs = h_units[np.minimum(ys // f, h_units.shape[0] - 1), np.minimum(xs // f, h_units.shape[1] - 1)]
+        dmap = np.zeros(person.shape, np.float32)
+        dmap[face.ys, face.xs] = face.depth
+        base = float(np.median(dmap[ys, xs] + hs))
+    else:
+        base = float(np.median(face.depth)) + DOME_RADIUS if len(face.depth) else 1.0 / px_per_unit
+    d_small = np.float32(base) - h_units
+    sigma = max(0.6 * seam_px / f, 0.8)
+    n_small = normals_from_depth(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small)
+    if f == 1:
+        return d_small, n_small, base
+    depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    normals = cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    return depth, normals, base
+
+
+def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
+    """Geometry of analysis frame i at (height, width): see `Geometry` and the module docstring."""
+    import cv2
+
+    k = analysis.K_at(height, width)
+    lm = analysis.landmarks_at(i, height, width)
+    cfh = np.asarray(analysis.cam_from_head[i], dtype=np.float64)
+    verts = face_vertices_cam(lm, cfh, k)
+    face = render_mesh(verts, face_triangles(), k, height, width)
+    cover = face.cover
+    alpha = analysis.matte_at(i, height, width)
+    alpha[face.ys, face.xs] = 1.0
+    person = alpha > 0.5
+
+    d_mean = float(np.mean(-verts[:, 2]))
+    px_per_unit = k[0, 0] / d_mean
+    seam_px = max(SEAM_WIDTH * px_per_unit, 1.0)
+    d_rest, n_rest, base = _rest_surface(person, face, k, px_per_unit, seam_px)
+    # the face's normals from the mesh, blended into the rest's over a feathered seam
+    inner = cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3)[face.ys, face.xs]
+    w_face = np.clip(inner / np.float32(seam_px), 0.0, 1.0)[:, None]
+    depth = d_rest
+    depth[face.ys, face.xs] = w_face[:, 0] * face.depth + (1.0 - w_face[:, 0]) * depth[face.ys, face.xs]
+    normals = n_rest
+    n = w_face * face.normals + (1.0 - w_face) * normals[face.ys, face.xs]
+    normals[face.ys, face.xs] = n / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6)[:, None]
+    outside = ~person
+    normals[outside] = (0.0, 0.0, 1.0)
+
+    plane = np.where(outside, np.float32(base), depth)
+    xs = (np.arange(width, dtype=np.float32) + np.float32(0.5 - k[0, 2])) * np.float32(1.0 / k[0, 0])
+    ys = -(np.arange(height, dtype=np.float32) + np.float32(0.5 - k[1, 2])) * np.float32(1.0 / k[1, 1])
+    pts = np.empty((height, width, 3), np.float32)
+    pts[..., 0] = xs[None, :] * plane
+    pts[..., 1] = ys[:, None] * plane
+    pts[..., 2] = -plane
+    depth[outside] = 0.0
+    face_mask = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), 0.7)
+    face_mask[~cover] = 0.0
+    labels = label_map(lm, cover, person)
+    return Geometry(points=pts, depth=depth, normals=normals, face_mask=face_mask, alpha=alpha,
+                    labels=labels, K=k, vertices=verts.astype(np.float32))

@@ -1,0 +1,664 @@
+"""Per-frame face tracking, landmark smoothing, head pose and person matte.
+
+Pipeline per frame (all small data; frames are not kept):
+
+1. MediaPipe Face Mesh (legacy `solutions` API of mediapipe 0.10.21, `refine_landmarks=True` -> 478
+   landmarks incl. irises) on the 8-bit sRGB frame; video mode for clips, static mode for single images.
+   With several faces the largest (landmark bounding box) is kept and `face_count` records how many.
+2. One-Euro smoothing of the landmarks (`OneEuroParams`); `analyze_footage` runs it forward and backward
+   over the whole clip (zero lag), `FaceTracker.process` runs it causally for streaming use.
+3. Head pose `cam_from_head` (p_cam = R p_head + t, OpenGL cam axes) by PnP of mostly rigid landmarks
+   (forehead, nose bridge, eye corners, cheekbones; no mouth, jaw or brows) against `neutral_face()`, a
+   neutral face shape in head units that this module derives at run time from MediaPipe's own output on
+   scikit-image's astronaut portrait (symmetrised, put into head axes, inter-ocular 0.2 units). The
+   intrinsics come from an assumed vertical FOV (`DEFAULT_FOV_DEG` = 30 deg, a 50 mm lens on full frame)
+   unless given. The rigid motion is smoothed again (One-Euro on rotation vector and translation).
+4. Person matte from MediaPipe selfie segmentation (general model), smoothed over time with a [1, 2, 1]/4
+   filter, stored as uint8 with the longer side `MATTE_SIZE` px.
+
+Frames with no face are flagged (`valid` False) and their landmarks and pose are interpolated from the
+nearest tracked neighbours; a clip with no face at all raises UserError.
+
+Landmark units (Analysis.landmarks): x, y in pixels of the analysed frame (x right, y down, pixel centres
+at +0.5), z is MediaPipe's relative depth (smaller = nearer the camera) scaled by the frame width, i.e. in
+pixels too.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import warnings as _warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from relight_core import camera as cam
+from relight_core.errors import UserError
+
+N_LANDMARKS = 478
+DEFAULT_FOV_DEG = 30.0
+MATTE_SIZE = 256
+ANALYSIS_VERSION = 1
+MAX_FACES = 4
+
+# Mostly rigid MediaPipe landmarks (indices into the 478): forehead, glabella and nose bridge, nose,
+# eye corners, cheekbones and upper face outline. Mouth, jaw, lids and brows are left out so that
+# expression does not move the pose.
+RIGID_LANDMARKS = (
+    10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1,            # midline: forehead -> nose tip
+    109, 338, 67, 297, 108, 337, 69, 299, 104, 333,      # forehead
+    33, 133, 263, 362, 130, 359, 243, 463,               # eye corners
+    116, 345, 123, 352, 117, 346, 50, 280, 36, 266,      # cheekbones
+    127, 356, 234, 454, 162, 389, 21, 251, 54, 284,      # temples / upper face outline
+    98, 327, 129, 358, 64, 294,                          # nose wings
+)
+RIGHT_EYE_CORNERS = (33, 133)   # subject's right eye (image left in a frontal view)
+LEFT_EYE_CORNERS = (362, 263)
+MOUTH_CORNERS = (61, 291)
+FOREHEAD, CHIN = 10, 152
+
+# Where the head centre sits relative to the face (head units): on the symmetry plane, HEAD_CENTRE_Y
+# of the way from the eye line down to the mouth line, HEAD_CENTRE_BEHIND_EYES behind the eye corners.
+HEAD_CENTRE_Y = 0.4
+HEAD_CENTRE_BEHIND_EYES = 0.25
+
+
+# --------------------------------------------------------------------------------------------- smoothing
+
+@dataclass(frozen=True)
+class OneEuroParams:
+    """One-Euro filter settings (Casiez et al. 2012).
+
+    min_cutoff: cutoff (Hz) at rest; lower = smoother still head, more lag.
+    beta: speed coefficient; the cutoff grows by beta * speed, speed in face widths (inter-ocular
+          distances) per second, so the setting does not depend on the image size.
+    d_cutoff: cutoff (Hz) of the speed estimate.
+    """
+
+    min_cutoff: float = 1.0
+    beta: float = 1.0
+    d_cutoff: float = 1.0
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+    tau = 1.0 / (2.0 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+class OneEuroFilter:
+    """One-Euro filter over arrays of shape (K, D): K items (landmarks) with D coordinates each.
+
+    The speed that opens the cutoff is per item (norm over D), divided by `scale` (e.g. the face size in
+    pixels), so that beta is in scale units per second. `reset()` forgets the state.
+    """
+
+    def __init__(self, params: OneEuroParams = OneEuroParams(), fps: float = 25.0) -> None:
+        self.params, self.dt = params, 1.0 / max(float(fps), 1e-3)
+        self.reset()
+
+    def reset(self) -> None:
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+
+    def __call__(self, x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """Filter one sample x (K, D) -> (K, D) float64."""
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None:
+            self._x, self._dx = x.copy(), np.zeros(x.shape[:-1] + (1,))
+            return x.copy()
+        p = self.params
+        speed = np.linalg.norm(x - self._x, axis=-1, keepdims=True) / self.dt / max(scale, 1e-9)
+        a_d = _alpha(p.d_cutoff, self.dt)
+        self._dx = a_d * speed + (1.0 - a_d) * self._dx
+        a = _alpha(p.min_cutoff + p.beta * self._dx, self.dt)
+        self._x = a * x + (1.0 - a) * self._x
+        return self._x.copy()
+
+
+def smooth_sequence(x: np.ndarray, params: OneEuroParams, fps: float, scale: np.ndarray | float = 1.0,
+                    zero_phase: bool = True) -> np.ndarray:
+    """One-Euro over a sequence x (N, K, D) -> (N, K, D); forward then backward when zero_phase (no lag).
+
+    scale: per-frame (N,) or constant normaliser of the speed (see `OneEuroFilter`).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    sc = np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,))
+    f = OneEuroFilter(params, fps)
+    fwd = np.stack([f(x[i], float(sc[i])) for i in range(n)]) if n else x.copy()
+    if not zero_phase or n < 2:
+        return fwd
+    f.reset()
+    bwd = np.stack([f(x[i], float(sc[i])) for i in range(n - 1, -1, -1)])[::-1]
+    # average of a causal and an anti-causal pass: lags cancel to first order
+    return 0.5 * (fwd + bwd)
+
+
+# --------------------------------------------------------------------------------------------- mediapipe
+
+def _mp():
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        import mediapipe as mp
+    return mp
+
+
+def to_uint8_srgb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float linear (or uint8 sRGB, returned as is) -> contiguous uint8 sRGB for MediaPipe."""
+    if rgb.dtype == np.uint8:
+        return np.ascontiguousarray(rgb[..., :3])
+    from relight_core import io
+
+    return np.ascontiguousarray(io.encode_srgb8(np.asarray(rgb, dtype=np.float32)[..., :3]))
+
+
+def _landmark_array(face, width: int, height: int) -> np.ndarray:
+    """A MediaPipe NormalizedLandmarkList -> (478, 3) float64 (x px, y px, z px-scaled by width)."""
+    a = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)
+    a[:, 0] *= width
+    a[:, 1] *= height
+    a[:, 2] *= width
+    return a
+
+
+def face_size_px(landmarks: np.ndarray) -> float:
+    """Distance in pixels between the eye centres of one face's (478, 2|3) landmarks."""
+    lm = np.asarray(landmarks)
+    r = lm[list(RIGHT_EYE_CORNERS), :2].mean(axis=0)
+    left = lm[list(LEFT_EYE_CORNERS), :2].mean(axis=0)
+    return float(np.linalg.norm(left - r))
+
+
+def _bbox_area(lm: np.ndarray) -> float:
+    span = lm[:, :2].max(axis=0) - lm[:, :2].min(axis=0)
+    return float(span[0] * span[1])
+
+
+# --------------------------------------------------------------------------------------------- neutral face
+
+def _procrustes(src: np.ndarray, dst: np.ndarray, w: np.ndarray | None = None,
+                scale: bool = False) -> tuple[float, np.ndarray, np.ndarray]:
+    """Weighted (similarity or rigid) fit: dst ~ s R src + t. src, dst (K, 3) -> (s, R (3,3), t (3,))."""
+    w = np.ones(len(src)) if w is None else np.asarray(w, dtype=np.float64)
+    w = w / w.sum()
+    ms, md = w @ src, w @ dst
+    a, b = src - ms, dst - md
+    cov = (b * w[:, None]).T @ a
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.sign(np.linalg.det(u @ vt))
+    r = u @ np.diag([1.0, 1.0, d]) @ vt
+    s = float((sv * [1.0, 1.0, d]).sum() / (w @ (a * a).sum(axis=1))) if scale else 1.0
+    return s, r, md - s * r @ ms
+
+
+def _adjacency() -> list[set[int]]:
+    """Neighbour sets of the 478 landmarks in MediaPipe's tessellation (plus the iris rings)."""
+    conn = _mp().solutions.face_mesh_connections
+    nb: list[set[int]] = [set() for _ in range(N_LANDMARKS)]
+    for a, b in set(conn.FACEMESH_TESSELATION) | set(conn.FACEMESH_IRISES):
+        nb[a].add(b)
+        nb[b].add(a)
+    return nb
+
+
+def mirror_pairs(points: np.ndarray, rounds: int = 5) -> np.ndarray:
+    """For a roughly frontal (478, 3) face in head-like axes (x across the face), the index of each
+    landmark's mirror partner -> (478,) int (midline points pair with themselves).
+
+    A one-to-one assignment of the shape mirrored in x (about its centroid) to the shape, minimising the
+    distance minus a bonus for mesh-neighbourhood agreement (the mirror map preserves the tessellation
+    graph), which fixes pairs that an asymmetric expression would get wrong.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    p = np.asarray(points, dtype=np.float64)
+    q = p.copy()
+    q[:, 0] = 2.0 * p[:, 0].mean() - q[:, 0]
+    dist = cdist(q, p)
+    spacing = float(np.median(np.sort(cdist(p, p), axis=1)[:, 1]))
+    nb = _adjacency()
+    adj = np.zeros((len(p), len(p)))
+    for i, ns in enumerate(nb):
+        adj[i, list(ns)] = 1.0
+    deg = np.maximum(adj.sum(axis=1), 1.0)
+    cost = dist
+    pairs = np.arange(len(p))
+    for _ in range(rounds):
+        rows, cols = linear_sum_assignment(cost)
+        pairs[rows] = cols
+        perm = np.zeros_like(adj)
+        perm[np.arange(len(p)), pairs] = 1.0
+        # overlap[i, j] = neighbours of i whose partner is a neighbour of j, over the larger degree
+        overlap = (adj @ perm @ adj.T) / np.maximum(deg[:, None], deg[None, :])
+        cost = dist - 5.0 * spacing * overlap
+    return pairs
+
+
+def _symmetrise(p: np.ndarray, iterations: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Make a face shape left/right symmetric -> (symmetric shape (478, 3), mirror pairs (478,))."""
+    s = p - p.mean(axis=0)
+    pairs = mirror_pairs(s)
+    for _ in range(iterations):
+        mirrored = s[pairs] * np.array([-1.0, 1.0, 1.0])
+        _, r, t = _procrustes(mirrored, s)
+        s = 0.5 * (s + mirrored @ r.T + t)
+        # re-express in axes where the symmetry plane is x = 0
+        d = s - s[pairs]
+        big = np.linalg.norm(d, axis=1) > 1e-6
+        ev = np.linalg.eigh(d[big].T @ d[big])[1][:, -1]
+        ev = ev if ev[0] > 0 else -ev
+        y = np.array([0.0, 1.0, 0.0]) - ev[1] * ev
+        y /= np.linalg.norm(y)
+        rot = np.stack([ev, y, np.cross(ev, y)])
+        s = (s - s.mean(axis=0)) @ rot.T
+        pairs = mirror_pairs(s)
+    return s, pairs
+
+
+@functools.lru_cache(maxsize=1)
+def neutral_face() -> np.ndarray:
+    """The neutral face shape (478, 3) float64 in head space and head units (see module docstring).
+
+    Derived at run time: MediaPipe Face Mesh (static mode) on scikit-image's astronaut portrait, image
+    axes -> (x, -y, -z), symmetrised about its mirror plane, y axis from chin to forehead, scaled to
+    `camera.INTEROCULAR` between the eye centres, origin at the head centre (HEAD_CENTRE_*).
+    """
+    from skimage import data
+
+    img = data.astronaut()
+    mp = _mp()
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                         max_num_faces=1) as fm:
+        res = fm.process(img)
+    if not res.multi_face_landmarks:
+        raise RuntimeError("MediaPipe found no face on the astronaut image; the installation is broken.")
+    lm = _landmark_array(res.multi_face_landmarks[0], img.shape[1], img.shape[0])
+    p = lm * np.array([1.0, -1.0, -1.0])
+    s, _ = _symmetrise(p)
+    # y axis: chin -> forehead, orthogonal to x (the mirror normal); z = x cross y (out of the face)
+    y = s[FOREHEAD] - s[CHIN]
+    y[0] = 0.0
+    y /= np.linalg.norm(y)
+    rot = np.stack([np.array([1.0, 0.0, 0.0]), y, np.cross([1.0, 0.0, 0.0], y)])
+    s = s @ rot.T
+    eye_r = s[list(RIGHT_EYE_CORNERS)].mean(axis=0)
+    eye_l = s[list(LEFT_EYE_CORNERS)].mean(axis=0)
+    s *= cam.INTEROCULAR / np.linalg.norm(eye_l - eye_r)
+    eye_mid = s[list(RIGHT_EYE_CORNERS + LEFT_EYE_CORNERS)].mean(axis=0)
+    mouth = s[list(MOUTH_CORNERS)].mean(axis=0)
+    origin = np.array([0.0, eye_mid[1] + HEAD_CENTRE_Y * (mouth[1] - eye_mid[1]),
+                       eye_mid[2] - HEAD_CENTRE_BEHIND_EYES])
+    s = s - origin
+    s[:, 0] -= s[:, 0].mean()
+    return s
+
+
+# --------------------------------------------------------------------------------------------- pose
+
+def solve_pose(landmarks: np.ndarray, k: np.ndarray, previous: np.ndarray | None = None,
+               indices: Iterable[int] = RIGID_LANDMARKS) -> tuple[np.ndarray, float]:
+    """Head pose from one face's landmarks -> (cam_from_head (4, 4), RMS reprojection error in px).
+
+    landmarks: (478, 2|3) pixels; k: (3, 3) intrinsics; previous: a cam_from_head to start from.
+    PnP of the rigid landmarks (x, y only) against `neutral_face()`.
+    """
+    import cv2
+
+    idx = list(indices)
+    model = neutral_face()[idx].astype(np.float64)
+    img = np.ascontiguousarray(np.asarray(landmarks, dtype=np.float64)[idx, :2])
+    flip = np.diag([1.0, -1.0, -1.0])
+    if previous is not None:
+        r0 = flip @ np.asarray(previous)[:3, :3]
+        t0 = flip @ np.asarray(previous)[:3, 3]
+        rvec, tvec = cv2.Rodrigues(r0)[0], t0.reshape(3, 1).copy()
+        ok, rvec, tvec = cv2.solvePnP(model, img, k, None, rvec, tvec, useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+    else:
+        ok, rvec, tvec = cv2.solvePnP(model, img, k, None, flags=cv2.SOLVEPNP_EPNP)
+        ok, rvec, tvec = cv2.solvePnP(model, img, k, None, rvec, tvec, useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+    r = cv2.Rodrigues(rvec)[0]
+    t = tvec.reshape(3)
+    if t[2] < 0:  # behind the camera: mirror solution of a degenerate start; retry from a frontal guess
+        rvec = cv2.Rodrigues(np.diag([1.0, -1.0, -1.0]))[0]
+        tvec = np.array([[0.0], [0.0], [k[0, 0] * cam.INTEROCULAR / max(face_size_px(landmarks), 1.0)]])
+        ok, rvec, tvec = cv2.solvePnP(model, img, k, None, rvec, tvec, useExtrinsicGuess=True,
+                                      flags=cv2.SOLVEPNP_ITERATIVE)
+        r, t = cv2.Rodrigues(rvec)[0], tvec.reshape(3)
+    proj = cv2.projectPoints(model, cv2.Rodrigues(r)[0], t, k, None)[0].reshape(-1, 2)
+    err = float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=1))))
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = flip @ r, flip @ t
+    return m, err
+
+
+def smooth_poses(poses: np.ndarray, params: OneEuroParams, fps: float) -> np.ndarray:
+    """Zero-phase One-Euro over a pose sequence (N, 4, 4) -> (N, 4, 4) (rotation vectors relative to the
+    mean rotation, and translations; speeds in radians and head units per second)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    if len(poses) < 2:
+        return poses.copy()
+    ref = cam.orthonormalize(poses[:, :3, :3].mean(axis=0))
+    rv = np.stack([cam.matrix_to_rotvec(ref.T @ p[:3, :3]) for p in poses])
+    x = np.stack([rv * 5.0, poses[:, :3, 3]], axis=1)  # 5: 0.2 rad ~ a face width of motion
+    xs = smooth_sequence(x, params, fps, scale=cam.INTEROCULAR)
+    out = poses.copy()
+    for i in range(len(poses)):
+        out[i, :3, :3] = ref @ cam.rotvec_to_matrix(xs[i, 0] / 5.0)
+        out[i, :3, 3] = xs[i, 1]
+    return out
+
+
+# --------------------------------------------------------------------------------------------- tracker
+
+@dataclass
+class FrameTrack:
+    """One tracked frame: landmarks (478, 3) px (smoothed), raw_landmarks (478, 3) px, face_count,
+    cam_from_head (4, 4), reprojection error (px) of the pose fit."""
+
+    landmarks: np.ndarray
+    raw_landmarks: np.ndarray
+    face_count: int
+    cam_from_head: np.ndarray
+    pose_error_px: float
+
+
+class FaceTracker:
+    """MediaPipe Face Mesh + causal One-Euro smoothing + head pose, one frame at a time.
+
+    static: True for unrelated images (static mode), False for a clip (video mode: tracks between frames).
+    smoothing: One-Euro parameters, or None for raw landmarks. fov_deg: vertical FOV for the intrinsics.
+    `reset()` re-creates the MediaPipe solution (its graph needs increasing timestamps) and the filters.
+    """
+
+    def __init__(self, static: bool = False, smoothing: OneEuroParams | None = OneEuroParams(),
+                 fov_deg: float = DEFAULT_FOV_DEG, fps: float = 25.0, max_faces: int = MAX_FACES) -> None:
+        self.static, self.smoothing, self.fov_deg, self.fps = static, smoothing, fov_deg, fps
+        self.max_faces = max_faces
+        self._mesh = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.close()
+        mp = _mp()
+        self._mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=self.static, refine_landmarks=True, max_num_faces=self.max_faces,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self._filter = OneEuroFilter(self.smoothing, self.fps) if self.smoothing else None
+        self._pose: np.ndarray | None = None
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
+        """Raw landmarks (478, 3) px of the largest face (or None) and the number of faces found."""
+        img = to_uint8_srgb(rgb)
+        h, w = img.shape[:2]
+        res = self._mesh.process(img)
+        faces = res.multi_face_landmarks or []
+        if not faces:
+            return None, 0
+        arrays = [_landmark_array(f, w, h) for f in faces]
+        best = max(arrays, key=_bbox_area)
+        return best, len(arrays)
+
+    def process(self, rgb: np.ndarray) -> FrameTrack | None:
+        """One frame (H, W, 3) linear float or uint8 sRGB -> FrameTrack, or None when no face is found."""
+        raw, count = self.detect(rgb)
+        if raw is None:
+            return None
+        h, w = rgb.shape[:2]
+        lm = raw
+        if self._filter is not None:
+            lm = self._filter(raw, face_size_px(raw))
+        k = cam.k_matrix(cam.intrinsics_from_fov(self.fov_deg, w, h))
+        pose, err = solve_pose(lm, k, self._pose)
+        self._pose = pose
+        return FrameTrack(lm.astype(np.float32), raw.astype(np.float32), count, pose, err)
+
+
+class PersonMatte:
+    """MediaPipe selfie segmentation -> soft person matte (h, w) float32 0..1 at the model's output size.
+
+    model_selection 0 = general model (256x256), 1 = landscape model (faster). Stateless apart from the
+    MediaPipe graph; temporal smoothing is done over the stored sequence (`analyze_footage`).
+    """
+
+    def __init__(self, model_selection: int = 0) -> None:
+        self.model_selection = model_selection
+        self._seg = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.close()
+        seg = _mp().solutions.selfie_segmentation
+        self._seg = seg.SelfieSegmentation(model_selection=self.model_selection)
+
+    def close(self) -> None:
+        if self._seg is not None:
+            self._seg.close()
+            self._seg = None
+
+    def process(self, rgb: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """(H, W, 3) linear float or uint8 -> matte float32 0..1, (H, W) or resized to size=(h, w)."""
+        import cv2
+
+        m = self._seg.process(to_uint8_srgb(rgb)).segmentation_mask
+        m = np.clip(np.asarray(m, dtype=np.float32), 0.0, 1.0)
+        if size is not None and m.shape != tuple(size):
+            m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        return m
+
+
+# --------------------------------------------------------------------------------------------- analysis
+
+@dataclass
+class Analysis:
+    """The per-frame track of a clip (see module docstring for units).
+
+    landmarks (N, 478, 3) float32 smoothed px; landmarks_raw (N, 478, 3) float32 as MediaPipe gave them
+    (zeros where no face); valid (N,) bool; cam_from_head (N, 4, 4) float64; K (3, 3) at (height, width);
+    matte (N, h, w) uint8 at reduced resolution; face_count (N,) int; pose_error_px (N,) float32.
+    """
+
+    width: int
+    height: int
+    fps: float
+    frame_indices: np.ndarray
+    landmarks: np.ndarray
+    landmarks_raw: np.ndarray
+    valid: np.ndarray
+    cam_from_head: np.ndarray
+    K: np.ndarray
+    fov_deg: float
+    matte: np.ndarray
+    face_count: np.ndarray
+    pose_error_px: np.ndarray
+    warnings: list[str] = field(default_factory=list)
+    name: str = ""
+    version: int = ANALYSIS_VERSION
+
+    @property
+    def n_frames(self) -> int:
+        return int(len(self.valid))
+
+    def matte_at(self, i: int, height: int, width: int) -> np.ndarray:
+        """The person matte of frame i resized to (height, width) float32 0..1 (bilinear)."""
+        import cv2
+
+        m = self.matte[i].astype(np.float32) * (1.0 / 255.0)
+        if m.shape != (height, width):
+            m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+        return m
+
+    def landmarks_at(self, i: int, height: int, width: int) -> np.ndarray:
+        """Frame i's smoothed landmarks (478, 3) px scaled to an image of (height, width)."""
+        sx, sy = width / float(self.width), height / float(self.height)
+        return self.landmarks[i].astype(np.float64) * np.array([sx, sy, sx])
+
+    def K_at(self, height: int, width: int) -> np.ndarray:
+        """The (3, 3) intrinsics scaled to an image of (height, width)."""
+        s = np.diag([width / float(self.width), height / float(self.height), 1.0])
+        return s @ np.asarray(self.K, dtype=np.float64)
+
+    def save(self, path: str) -> None:
+        """Write a compressed .npz (versioned; `Analysis.load` reads it)."""
+        meta = {"version": self.version, "width": self.width, "height": self.height, "fps": self.fps,
+                "fov_deg": self.fov_deg, "warnings": list(self.warnings), "name": self.name}
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f, meta=np.array(json.dumps(meta)), frame_indices=np.asarray(self.frame_indices, np.int64),
+                landmarks=self.landmarks.astype(np.float32),
+                landmarks_raw=self.landmarks_raw.astype(np.float32), valid=self.valid.astype(bool),
+                cam_from_head=self.cam_from_head.astype(np.float64), K=np.asarray(self.K, np.float64),
+                matte=self.matte.astype(np.uint8), face_count=self.face_count.astype(np.int16),
+                pose_error_px=self.pose_error_px.astype(np.float32))
+
+    @classmethod
+    def load(cls, path: str) -> Analysis:
+        """Read an analysis written by `save`; UserError when the file is not one or from another version."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in z.files if k != "meta"}
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"{path} is not a readable analysis file ({exc}); run `relight-core analyze` "
+                            "again.") from exc
+        if meta.get("version") != ANALYSIS_VERSION:
+            raise UserError(f"{path} is an analysis of version {meta.get('version')}, this engine reads "
+                            f"version {ANALYSIS_VERSION}; run `relight-core analyze` again.")
+        return cls(width=int(meta["width"]), height=int(meta["height"]), fps=float(meta["fps"]),
+                   fov_deg=float(meta["fov_deg"]), warnings=list(meta["warnings"]), name=meta.get("name", ""),
+                   **arrays)
+
+
+def _interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill rows of values (N, ...) where valid is False by linear interpolation between the nearest
+    valid rows (held constant beyond the ends)."""
+    out = np.array(values, dtype=np.float64, copy=True)
+    good = np.flatnonzero(valid)
+    bad = np.flatnonzero(~valid)
+    if len(bad) == 0 or len(good) == 0:
+        return out
+    flat = out.reshape(len(out), -1)
+    for j in range(flat.shape[1]):
+        flat[bad, j] = np.interp(bad, good, flat[good, j])
+    return flat.reshape(out.shape)
+
+
+def _bridge_poses(poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Interpolate (N, 4, 4) poses on invalid frames (rotation vectors about a reference + translation)."""
+    if valid.all():
+        return poses
+    ref = poses[np.flatnonzero(valid)[0], :3, :3]
+    rv = np.stack([cam.matrix_to_rotvec(ref.T @ p[:3, :3]) for p in poses])
+    rv = _interpolate_invalid(rv, valid)
+    t = _interpolate_invalid(poses[:, :3, 3], valid)
+    out = poses.copy()
+    for i in np.flatnonzero(~valid):
+        out[i] = np.eye(4)
+        out[i, :3, :3] = ref @ cam.rotvec_to_matrix(rv[i])
+        out[i, :3, 3] = t[i]
+    return out
+
+
+def _smooth_matte(matte: np.ndarray) -> np.ndarray:
+    """Temporal [1, 2, 1] / 4 filter of a (N, h, w) uint8 matte sequence (ends replicated) -> uint8."""
+    if len(matte) < 3:
+        return matte
+    out = np.empty_like(matte)
+    for i in range(len(matte)):
+        a, b, c = matte[max(i - 1, 0)], matte[i], matte[min(i + 1, len(matte) - 1)]
+        out[i] = ((a.astype(np.uint16) + 2 * b.astype(np.uint16) + c + 2) // 4).astype(np.uint8)
+    return out
+
+
+def matte_shape(height: int, width: int, size: int = MATTE_SIZE) -> tuple[int, int]:
+    """(h, w) of the stored matte: longer side `size`, aspect kept (never larger than the frame)."""
+    s = min(1.0, size / max(height, width))
+    return max(1, round(height * s)), max(1, round(width * s))
+
+
+def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_deg: float | None = None,
+                    smoothing: OneEuroParams | None = OneEuroParams(),
+                    pose_smoothing: OneEuroParams | None = OneEuroParams(min_cutoff=0.8, beta=2.0),
+                    static: bool | None = None, matte: bool = True) -> Analysis:
+    """Track a whole clip -> Analysis (streams the frames; keeps only small per-frame data).
+
+    footage: an `io.Footage` (or anything with n_frames, fps, width, height, name, frame_indices and
+    iteration yielding (index, rgb linear)). progress(done, total) is called after every frame.
+    fov_deg: vertical FOV for the intrinsics, default `DEFAULT_FOV_DEG`. static: MediaPipe static mode;
+    default True for a single image, False for clips. Raises UserError when no frame has a face.
+    """
+    fov = float(fov_deg) if fov_deg else DEFAULT_FOV_DEG
+    if not 1.0 <= fov <= 170.0:
+        raise UserError(f"--fov {fov} is out of range; give a vertical field of view of 1..170 degrees.")
+    n_total = int(footage.n_frames)
+    fps = float(getattr(footage, "fps", 25.0) or 25.0)
+    if static is None:
+        static = n_total == 1
+    tracker = FaceTracker(static=static, smoothing=None, fov_deg=fov, fps=fps)
+    seg = PersonMatte() if matte else None
+    w, h = int(footage.width), int(footage.height)
+    mh, mw = matte_shape(h, w)
+    raws, counts, mattes, indices = [], [], [], []
+    try:
+        for done, (index, rgb) in enumerate(footage, start=1):
+            if rgb.shape[:2] != (h, w):
+                raise UserError(f"Frame {index} of {footage.name} is {rgb.shape[1]}x{rgb.shape[0]}, the clip "
+                                f"is {w}x{h}; use frames of one size.")
+            img8 = to_uint8_srgb(rgb)
+            raw, count = tracker.detect(img8)
+            raws.append(raw)
+            counts.append(count)
+            indices.append(int(index))
+            if seg is not None:
+                mattes.append(np.round(seg.process(img8, (mh, mw)) * 255.0).astype(np.uint8))
+            if progress is not None:
+                progress(done, n_total)
+    finally:
+        tracker.close()
+        if seg is not None:
+            seg.close()
+    n = len(raws)
+    valid = np.array([r is not None for r in raws], dtype=bool)
+    if not valid.any():
+        raise UserError(f"No face was found in any of the {n} frame(s) of {footage.name}; use footage with "
+                        "a visible face.")
+    lm_raw = np.stack([r if r is not None else np.zeros((N_LANDMARKS, 3)) for r in raws])
+    face = np.array([face_size_px(r) if r is not None else np.nan for r in raws])
+    face = _interpolate_invalid(face, valid)
+    filled = _interpolate_invalid(lm_raw, valid)
+    lm = smooth_sequence(filled, smoothing, fps, scale=face) if smoothing and n > 1 else filled
+    k = cam.k_matrix(cam.intrinsics_from_fov(fov, w, h))
+    poses = np.zeros((n, 4, 4))
+    errs = np.zeros(n, dtype=np.float32)
+    prev = None
+    for i in range(n):
+        poses[i], errs[i] = solve_pose(lm[i], k, prev)
+        prev = poses[i]
+    poses = _bridge_poses(poses, valid)
+    if pose_smoothing and n > 1:
+        poses = smooth_poses(poses, pose_smoothing, fps)
+    warns: list[str] = []
+    counts_a = np.array(counts, dtype=np.int64)
+    if (counts_a > 1).any():
+        k_multi = int((counts_a > 1).sum())
+        warns.append(f"several faces on {k_multi} frame(s) (up to {int(counts_a.max())}); the largest one is "
+                     "tracked")
+    if not valid.all():
+        missing = [indices[i] for i in np.flatnonzero(~valid)]
+        shown = ", ".join(str(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        warns.append(f"no face on {len(missing)} frame(s) ({shown}); track interpolated from neighbours")
+    matte_arr = _smooth_matte(np.stack(mattes)) if mattes else np.full((n, mh, mw), 255, np.uint8)
+    return Analysis(width=w, height=h, fps=fps, frame_indices=np.array(indices, dtype=np.int64),
+                    landmarks=lm.astype(np.float32), landmarks_raw=lm_raw.astype(np.float32), valid=valid,
+                    cam_from_head=poses, K=k, fov_deg=fov, matte=matte_arr, face_count=counts_a,
+                    pose_error_px=errs, warnings=warns, name=str(getattr(footage, "name", "")))
