@@ -127,3 +127,27 @@ def test_worker_error_is_reported_not_raised_into_blender(shot):
         bpy.ops.portrait_relight.relight(synchronous=True)
     assert "error" in sc.portrait_relight.last_result
     assert sys.modules["portrait_relight"].operators.running_job() is None
+
+
+def test_exr_novel_view_round_trip(shot):
+    """Scene Camera view (head rig turned 20 degrees) with multilayer EXR output: the strip holds the EXRs
+    and the same frames load as a multilayer image for the compositor."""
+    sc, make, tmp = shot
+    make(2, "turn", start=1)
+    assert bpy.ops.portrait_relight.add_head_rig(proxy=False) == {"FINISHED"}
+    s = sc.portrait_relight
+    s.camera.location = (2.7 * np.sin(np.radians(20)), -2.7 * np.cos(np.radians(20)), 0.0)
+    s.camera.rotation_euler = (np.pi / 2, 0.0, np.radians(20))
+    s.view, s.output_format, s.pass_normal = "SCENE", "exr", True
+    s.output_dir = str(tmp / "exr_out")
+    s.size = 128
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}, s.last_result
+    from portrait_relight import sequencer
+
+    new = sequencer.strips_of(sc).get("turn relit")
+    assert new is not None and new.frame_final_duration == 2
+    assert all(e.filename.endswith(".exr") for e in new.elements)
+    img = bpy.data.images.get("turn relit")
+    assert img is not None and img.source == "SEQUENCE"
+    _ = img.size[:]  # loads the header: a multilayer EXR turns the image into type MULTILAYER
+    assert img.type == "MULTILAYER"
