@@ -25,10 +25,70 @@ LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminanc
 SKIN_LABEL = 1
 
 
+def rgb3(x: np.ndarray) -> np.ndarray:
+    """(H, W) -> (H, W, 3) float32 copy in every channel (cv2.merge: far faster than numpy broadcasting
+    over a trailing axis of size 1 in the hot path)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return cv2.merge((x, x, x))
+
+
 def cam_to_dpr_normals(normals_cam: np.ndarray) -> np.ndarray:
     """Camera-space (OpenGL) vectors (..., 3) -> the camera's DPR frame (x, -z, y), float32."""
     n = np.asarray(normals_cam, dtype=np.float32)
     return np.stack([n[..., 0], -n[..., 2], n[..., 1]], axis=-1)
+
+
+_FEATURE_MAP: np.ndarray | None = None
+
+
+def _features_to_basis() -> np.ndarray:
+    """9x9 M with sh_basis(n) == features(n) @ M, features = (1, Y, Z, X, XY, YZ, Z^2, XZ, X^2-Y^2) (DPR)."""
+    global _FEATURE_MAP
+    if _FEATURE_MAP is None:
+        rng = np.random.default_rng(0)
+        n = rng.normal(size=(64, 3))
+        n /= np.linalg.norm(n, axis=1, keepdims=True)
+        x, y, z = n[:, 0], n[:, 1], n[:, 2]
+        f = np.stack([np.ones_like(x), y, z, x, x * y, y * z, z * z, x * z, x * x - y * y], axis=1)
+        _FEATURE_MAP = np.linalg.lstsq(f, shlib.sh_basis(n), rcond=None)[0]
+    return _FEATURE_MAP
+
+
+def sh_features_cam(normals_cam: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Quadratic features of camera-space normals (..., 3) in the camera's DPR frame -> (N, 9) float32.
+
+    (1, Y, Z, X, XY, YZ, Z^2, XZ, X^2 - Y^2) with DPR (X, Y, Z) = cam (x, -z, y); `shade_features` turns
+    them into irradiance with one matrix product for any number of lights.
+    """
+    n = np.asarray(normals_cam, dtype=np.float32).reshape(-1, 3)
+    x, y, z = n[:, 0], -n[:, 2], n[:, 1]
+    f = np.empty((len(n), 9), np.float32) if out is None else out
+    f[:, 0] = 1.0
+    f[:, 1] = y
+    f[:, 2] = z
+    f[:, 3] = x
+    np.multiply(x, y, out=f[:, 4])
+    np.multiply(y, z, out=f[:, 5])
+    np.multiply(z, z, out=f[:, 6])
+    np.multiply(x, z, out=f[:, 7])
+    np.subtract(x * x, y * y, out=f[:, 8])
+    return f
+
+
+def shade_features(features: np.ndarray, shs: list[np.ndarray]) -> list[np.ndarray]:
+    """Irradiance (N, 3) >= 0 of each RGB SH (9, 3) or grey (9,) for features (N, 9) (`sh_features_cam`)."""
+    m = _features_to_basis()
+    cols = []
+    for sh in shs:
+        sh3 = np.asarray(sh, dtype=np.float64)
+        if sh3.ndim == 1:
+            sh3 = np.repeat(sh3[:, None], 3, axis=1)
+        cols.append(m @ sh3)
+    out = []
+    for c in cols:
+        e = features @ c.astype(np.float32)
+        out.append(np.maximum(e, 0.0, out=e))
+    return out
 
 
 def shade_image(normals_dpr: np.ndarray, sh: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -95,6 +155,37 @@ def fit_input_light_raw(image: np.ndarray, normals_dpr: np.ndarray, mask: np.nda
     return np.asarray(shlib.fit_sh(n, v, robust=True), dtype=np.float64).reshape(9, 3)
 
 
+BAND_RIDGE = np.array([0.0, 0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 0.1, 0.1])  # x mean diagonal of A^T A
+
+
+def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = BAND_RIDGE,
+              huber_k: float = 1.345, iterations: int = 8) -> np.ndarray:
+    """Regularised robust RGB SH fit: normals (N, 3) DPR, values (N, C) -> (9, C) float64.
+
+    Only part of the sphere of normals is visible (a face seen from the front), which leaves the nine
+    coefficients badly conditioned (the DC, 3z^2-1 and x^2-y^2 terms trade off and the plain fit can even
+    return a negative DC). A ridge per band (`ridge` x the mean diagonal of A^T A; none on the DC term)
+    pulls unseen structure toward an ambient light; Huber IRLS down-weights outliers (speculars, shadows).
+    """
+    a = shlib.sh_basis(np.asarray(normals_dpr, dtype=np.float64).reshape(-1, 3))
+    v = np.asarray(values, dtype=np.float64).reshape(len(a), -1)
+    w = np.ones(len(a))
+    reg = None
+    sol = np.zeros((9, v.shape[1]))
+    for it in range(iterations):
+        aw = a * w[:, None]
+        ata = a.T @ aw
+        if reg is None:
+            reg = np.diag(np.asarray(ridge, dtype=np.float64) * np.trace(ata) / 9.0 + 1e-12)
+        sol = np.linalg.solve(ata + reg, aw.T @ v)
+        r = np.sqrt(np.mean((a @ sol - v) ** 2, axis=1))
+        scale = 1.4826 * float(np.median(r))
+        if scale <= 1e-12 or it == iterations - 1:
+            break
+        w = np.minimum(1.0, huber_k * scale / np.maximum(r, 1e-12))
+    return sol
+
+
 def neutralise_light(fitted: np.ndarray, skin_luma: float = SKIN_ALBEDO_LUMA
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Split F = rho_skin * L (9, 3) into the input light L (9, 3) with a grey DC term and rho_skin (3,).
@@ -107,17 +198,55 @@ def neutralise_light(fitted: np.ndarray, skin_luma: float = SKIN_ALBEDO_LUMA
     return (f / rho[None, :]).astype(np.float32), rho.astype(np.float32)
 
 
-def estimate_input_light(image: np.ndarray, normals_dpr: np.ndarray, labels: np.ndarray,
-                         max_samples: int = 4000) -> tuple[np.ndarray, np.ndarray] | None:
+def skin_samples(image: np.ndarray, labels: np.ndarray, normals: np.ndarray, frame: str = "dpr",
+                 max_samples: int = 3000, erode_px: int = 3, dark_frac: float = 0.15,
+                 bright_pct: float = 97.0) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of `skin_sample_mask`, sampled on a regular stride -> (normals_dpr (N, 3), rgb (N, 3)).
+
+    Same selection rules as `skin_sample_mask`, evaluated on at most ~4 x max_samples candidate pixels
+    (fast: no full-frame work besides the erosion). normals: (H, W, 3) in the DPR frame (frame="dpr") or
+    camera space (frame="cam").
+    """
+    skin = (labels == SKIN_LABEL).view(np.uint8)
+    if erode_px > 0:
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode_px + 1, 2 * erode_px + 1))
+        skin = cv2.erode(skin, k)
+    idx = np.flatnonzero(skin.reshape(-1))
+    if idx.size > 4 * max_samples:
+        idx = idx[:: idx.size // (4 * max_samples)]
+    n = np.asarray(normals, dtype=np.float32).reshape(-1, 3)[idx]
+    if frame == "cam":
+        n = np.stack([n[:, 0], -n[:, 2], n[:, 1]], axis=1)
+    rgb = image.reshape(-1, 3)[idx]
+    keep = n[:, 1] < -0.15
+    n, rgb = n[keep], rgb[keep]
+    if len(rgb) == 0:
+        return n, rgb
+    luma = rgb @ LUMA
+    med = float(np.median(luma))
+    hi = float(np.percentile(luma, bright_pct))
+    keep = (luma >= dark_frac * med) & (luma <= hi) & (rgb.max(axis=1) < 0.98)
+    n, rgb = n[keep], rgb[keep]
+    if len(rgb) > max_samples:
+        step = int(np.ceil(len(rgb) / max_samples))
+        n, rgb = n[::step], rgb[::step]
+    return n, rgb
+
+
+def estimate_input_light(image: np.ndarray, normals: np.ndarray, labels: np.ndarray,
+                         max_samples: int = 2000, frame: str = "dpr"
+                         ) -> tuple[np.ndarray, np.ndarray] | None:
     """Input light of one frame from its skin pixels -> (L_in (9, 3), rho_skin (3,)) or None (no skin).
 
-    image: (H, W, 3) linear RGB; normals_dpr: (H, W, 3) unit normals in the input camera's DPR frame;
-    labels: (H, W) uint8 region labels (1 = skin).
+    image: (H, W, 3) linear RGB; normals: (H, W, 3) unit normals in the input camera's DPR frame
+    (frame="dpr") or in camera space (frame="cam"); labels: (H, W) uint8 region labels (1 = skin).
+    A regularised robust RGB SH fit (`fit_light`) to at most `max_samples` skin pixels, then
+    `neutralise_light`.
     """
-    mask = skin_sample_mask(image, labels, normals_dpr)
-    f = fit_input_light_raw(image, normals_dpr, mask, max_samples=max_samples)
-    if f is None:
+    n, rgb = skin_samples(image, labels, normals, frame=frame, max_samples=max_samples)
+    if len(rgb) < 50:
         return None
+    f = fit_light(n, rgb)
     return neutralise_light(f)
 
 
@@ -129,29 +258,31 @@ def estimate_albedo(image: np.ndarray, shading: np.ndarray, alpha: np.ndarray,
     Where the shading is below `floor_frac` x the reference shading (the median shading luminance inside
     the matte unless `reference` is given) the quotient is unreliable: the division uses max(shading,
     floor) and the result is blended toward a smoothed albedo (normalised convolution of the reliable
-    pixels, box size `smooth_px` at 1/4 resolution), fully at zero shading.
+    pixels, box size `smooth_px` at 1/4 resolution), fully at zero shading. Values are clipped to [0, 4].
     image, shading: (H, W, 3) linear; alpha: (H, W) 0..1 person matte.
     """
     inside = alpha > 0.02
     s_l = shading @ LUMA
     if reference is None:
-        reference = float(np.median(s_l[inside])) if inside.any() else 1.0
+        sub = s_l[::4, ::4][inside[::4, ::4]]
+        reference = float(np.median(sub)) if sub.size else 1.0
     floor = max(floor_frac * reference, 1e-4)
     albedo = image / np.maximum(shading, floor)
-    weak = np.clip(1.0 - s_l / floor, 0.0, 1.0)  # 0 where reliable, 1 where the shading is 0
-    weak[~inside] = 0.0
+    inside_f = inside.astype(np.float32)
+    weak = np.clip(1.0 - s_l * (1.0 / floor), 0.0, 1.0).astype(np.float32)  # 1 where the shading is 0
+    weak *= inside_f
     if weak.max() > 0:
         h, w = alpha.shape
         sh_, sw_ = max(h // 4, 1), max(w // 4, 1)
-        conf = ((1.0 - weak) * inside).astype(np.float32)
+        conf = (1.0 - weak) * inside_f
         small_c = cv2.resize(conf, (sw_, sh_), interpolation=cv2.INTER_AREA)
-        small_a = cv2.resize(albedo * conf[..., None], (sw_, sh_), interpolation=cv2.INTER_AREA)
+        small_a = cv2.resize(albedo * rgb3(conf), (sw_, sh_), interpolation=cv2.INTER_AREA)
         k = max(smooth_px // 4 * 2 + 1, 3)
         num = cv2.blur(small_a, (k, k))
-        den = cv2.blur(small_c, (k, k))[..., None]
-        smooth = cv2.resize(num / np.maximum(den, 1e-4), (w, h), interpolation=cv2.INTER_LINEAR)
-        albedo += weak[..., None] * (smooth - albedo)
-    albedo[~inside] = 0.0
+        den = cv2.blur(small_c, (k, k))
+        smooth = cv2.resize(num / rgb3(np.maximum(den, 1e-4)), (w, h), interpolation=cv2.INTER_LINEAR)
+        albedo += rgb3(weak) * (smooth - albedo)
+    albedo *= rgb3(inside_f)
     return np.clip(albedo, 0.0, 4.0, out=albedo)
 
 

@@ -410,8 +410,88 @@ def write_frame(files: dict[str, Path], layers: dict[str, np.ndarray], fmt: str)
             _write_data_png16(path, img)
         elif name == "depth":
             _write_data_png16(path, img / render.DEPTH_PNG_RANGE)
+        elif name == "rgba":
+            _write_rgba_png8(path, img)
         else:
             io.write_png(path, img)
+
+
+def _write_rgba_png8(path: Path, rgba: np.ndarray) -> None:
+    """(H, W, 4) linear RGB + straight alpha -> 8-bit sRGB RGBA PNG, atomically (as `io.write_png`, with
+    fewer copies: this is the hot path of every run)."""
+    import cv2
+
+    from relight_core import io
+
+    r, g, b = cv2.split(io.encode_srgb8(rgba[..., :3]))
+    a8 = (np.clip(rgba[..., 3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    with io.atomic_write(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.merge((b, g, r, a8))):
+            raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
+
+
+class FrameWriter:
+    """Writes frames on a background thread (PNG/EXR encoding overlaps the next frame's processing).
+
+    At most `depth` frames wait (constant memory). `submit` re-raises a failed write; `close` waits for
+    every submitted frame, so a cancelled run still ends with complete files only.
+    """
+
+    def __init__(self, fmt: str, timings: dict, depth: int = 2) -> None:
+        import queue
+
+        self.fmt, self.timings = fmt, timings
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._loop, name="relight-writer", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            files, layers, done = item
+            if self.error is not None:
+                continue
+            try:
+                t = time.perf_counter()
+                for p in files.values():
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                write_frame(files, layers, self.fmt)
+                self.timings["write"] += time.perf_counter() - t
+                done()
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            err, self.error = self.error, None
+            if isinstance(err, OSError):
+                raise UserError(f"Could not write the output frames ({err.strerror or err}); check the "
+                                "output folder's permissions and free space.") from None
+            raise err
+
+    def submit(self, files: dict[str, Path], layers: dict[str, np.ndarray], done: Callable[[], None]) -> None:
+        """Queue one frame (blocks while `depth` frames wait); done() runs after its files exist."""
+        self._check()
+        self.q.put((files, layers, done))
+
+    def close(self) -> None:
+        """Wait until every queued frame is written; re-raise a failed write."""
+        if self.thread.is_alive():
+            self.q.put(None)
+            self.thread.join()
+        self._check()
+
+
+def _frame_done(emit: EventSink, idx: int, files: dict[str, Path], done: int, total: int,
+                written: list) -> Callable[[], None]:
+    def call() -> None:
+        written.append(idx)
+        emit({"event": "frame", "index": idx, "files": {name: str(p) for name, p in files.items()}})
+        emit({"event": "progress", "stage": "relight", "done": done, "total": total})
+    return call
 
 
 # --------------------------------------------------------------------------------------------- the frame
@@ -419,7 +499,7 @@ def write_frame(files: dict[str, Path], layers: dict[str, np.ndarray], fmt: str)
 class FrameRenderer:
     """Per-frame state and work of pass 2 (geometry -> intrinsic -> temporal -> render).
 
-    Holds the temporal filters; `reset()` forgets them.
+    Holds the temporal filters (`reset()` forgets them) and the per-run exposure scale.
     """
 
     STAGES = ("decode", "geometry", "intrinsic", "temporal", "render", "write")
@@ -432,6 +512,7 @@ class FrameRenderer:
         self.albedo_filter = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
         self.last_light: np.ndarray | None = None
         self.scale: float | None = 1.0 if job.intensity == "absolute" else None
+        self._feat: np.ndarray | None = None
 
     def reset(self) -> None:
         if self.light_filter is not None:
@@ -441,48 +522,54 @@ class FrameRenderer:
 
     def process(self, k: int, a_index: int, img: np.ndarray, timings: dict, render_out: bool = True
                 ) -> tuple[dict[str, np.ndarray] | None, dict]:
-        """Frame k of the run (analysis row a_index, image (H, W, 3) linear) -> (layers or None, info)."""
-        from relight_core import geometry, intrinsic, render
+        """Frame k of the run (analysis row a_index, image (H, W, 3) linear) -> (layers or None, info).
+
+        render_out False: only update the temporal state (resume warm-up).
+        """
+        from relight_core import geometry, intrinsic
 
         h, w = img.shape[:2]
         info: dict[str, Any] = {"warnings": []}
         t = time.perf_counter()
         geo = geometry.build_geometry(self.analysis, a_index, h, w)
-        normals = np.asarray(geo.normals, dtype=np.float32)
-        alpha = np.asarray(geo.alpha, dtype=np.float32)
-        n_dpr = intrinsic.cam_to_dpr_normals(normals)
-        person = alpha > 0.02
+        normals = np.ascontiguousarray(geo.normals, dtype=np.float32)
+        alpha = np.ascontiguousarray(geo.alpha, dtype=np.float32)
         t2 = time.perf_counter()
         timings["geometry"] += t2 - t
-        est = intrinsic.estimate_input_light(img, n_dpr, geo.labels)
-        raw = None
-        if est is None:
-            info["warnings"].append("too little skin visible to estimate the input light; kept the previous")
-        else:
-            raw = est[0]
+        est = intrinsic.estimate_input_light(img, normals, geo.labels, frame="cam")
+        if self._feat is None or self._feat.shape[0] != h * w:
+            self._feat = np.empty((h * w, 9), np.float32)
+        feats = intrinsic.sh_features_cam(normals, out=self._feat)
         t3 = time.perf_counter()
         timings["intrinsic"] += t3 - t2
-        if raw is None:
+        if est is None:
+            info["warnings"].append("too little skin visible to estimate the input light; kept the previous")
             light_in = self.last_light if self.last_light is not None else _default_light()
         else:
-            light_in = self.light_filter(raw) if self.light_filter is not None else raw
+            light_in = self.light_filter(est[0]) if self.light_filter is not None else est[0]
         self.last_light = np.asarray(light_in, dtype=np.float32)
+        info["light_in"] = self.last_light
         t4 = time.perf_counter()
         timings["temporal"] += t4 - t3
-        shading_in = intrinsic.shade_image(n_dpr, self.last_light, person)
+        cfh = np.asarray(self.analysis.cam_from_head[a_index], dtype=np.float64)
+        shs = [self.last_light]
+        if self.target is not None:
+            if self.scale is None:
+                self.scale = render_exposure(self.last_light, self._target_sh_cam(0, cfh))
+            if render_out:
+                shs.append(self._target_sh_cam(k, cfh) * self.scale)
+        shaded = intrinsic.shade_features(feats, shs)
+        shading_in = shaded[0].reshape(h, w, 3)
+        shading = shaded[1].reshape(h, w, 3) if len(shaded) > 1 else shading_in
         albedo = intrinsic.estimate_albedo(img, shading_in, alpha)
         t5 = time.perf_counter()
         timings["intrinsic"] += t5 - t4
-        albedo = self.albedo_filter(albedo, img, person)
+        albedo = self.albedo_filter(albedo, img, alpha > 0.02)
         t6 = time.perf_counter()
         timings["temporal"] += t6 - t5
-        info["light_in"] = self.last_light
-        if self.scale is None and self.target is not None:
-            self.scale = render.exposure_scale(self.last_light, self._target_sh_cam(0, np.eye(4)))
-            info["exposure_scale"] = self.scale
         if not render_out:
             return None, info
-        layers = self._render(k, a_index, img, geo, normals, n_dpr, alpha, person, albedo, shading_in, info)
+        layers = self._render(k, cfh, img, geo, normals, alpha, albedo, shading, info)
         timings["render"] += time.perf_counter() - t6
         return layers, info
 
@@ -495,37 +582,32 @@ class FrameRenderer:
         rot = render.light_rotation(cam_from_head, self.job.light_space)
         return render.sh_in_camera(sh, rot)
 
-    def _render(self, k, a_index, img, geo, normals, n_dpr, alpha, person, albedo, shading_in, info
-                ) -> dict[str, np.ndarray]:
-        from relight_core import intrinsic, render
+    def _render(self, k: int, cfh: np.ndarray, img: np.ndarray, geo, normals: np.ndarray, alpha: np.ndarray,
+                albedo: np.ndarray, shading: np.ndarray, info: dict) -> dict[str, np.ndarray]:
+        """Relight, add key lights, change the view, composite -> the frame's layers."""
+        from relight_core import render
+        from relight_core.intrinsic import rgb3
 
         job = self.job
         h, w = img.shape[:2]
-        cfh = np.asarray(self.analysis.cam_from_head[a_index], dtype=np.float64)
         points = np.asarray(geo.points, dtype=np.float32)
-        if self.target is None:
-            shading = shading_in
-            keys: list = []
-        else:
-            sh_c = self._target_sh_cam(k, cfh) * (self.scale or 1.0)
-            shading = intrinsic.shade_image(n_dpr, sh_c, person)
-            keys = list(self.target.key_lights_at(k) or [])
+        person = alpha > 0.02
+        keys = list(self.target.key_lights_at(k) or []) if self.target is not None else []
         k_in = _intrinsics(self.analysis, h, w)
         view = self.views.view(k, cfh, k_in, (h, w))
         info["cam2head"] = None if view is None else view[2]
         view_pos = np.zeros(3) if view is None else np.linalg.inv(view[0])[:3, 3]
-        relit = albedo * shading
         if keys:
             rot = render.light_rotation(cfh, job.light_space)
-            scale = self.scale or 1.0
-            keys_scaled = [_scaled_light(kl, scale) for kl in keys]
+            keys_scaled = [_scaled_light(kl, self.scale or 1.0) for kl in keys]
             delta, spec = render.key_light_terms(normals, points, person, keys_scaled, rot, cfh[:3, 3],
                                                  view_pos)
             shading = np.maximum(shading + delta, 0.0)
             relit = albedo * shading
-            spec_mask = np.isin(geo.labels, SPECULAR_LABELS).astype(np.float32)[..., None]
-            relit += SPECULAR_ALBEDO * spec * spec_mask
-        layers: dict[str, np.ndarray] = {}
+            spec_mask = np.isin(geo.labels, SPECULAR_LABELS).astype(np.float32) * SPECULAR_ALBEDO
+            relit += spec * rgb3(spec_mask)
+        else:
+            relit = albedo * shading
         depth = np.asarray(geo.depth, dtype=np.float32)
         if view is None:
             bg = None if job.background == "transparent" else img
@@ -537,26 +619,36 @@ class FrameRenderer:
             valid = person & (depth > 0)
             mx, my, cover, out_depth = render.reproject_maps(points, valid, new_from_input, kk, (h, w))
             out_alpha = render.sample(alpha, mx, my) * cover
+            cover3 = rgb3(cover)
             out_rgb = render.sample(relit, mx, my)
-            out_albedo = render.sample(albedo, mx, my) * cover[..., None]
-            out_shading = render.sample(shading, mx, my) * cover[..., None]
+            out_albedo = render.sample(albedo, mx, my) * cover3
+            out_shading = render.sample(shading, mx, my) * cover3
             rn = new_from_input[:3, :3].astype(np.float32)
             out_normals = render.sample(normals, mx, my) @ rn.T
-            out_normals /= np.maximum(np.linalg.norm(out_normals, axis=-1, keepdims=True), 1e-6)
+            out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
             bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
             rgba = render.composite(out_rgb, out_alpha, bg)
         want = job.passes if job.format == "png" else PASSES
+        layers: dict[str, np.ndarray] = {}
         if "rgba" in want:
             layers["rgba"] = rgba
+        inside = (out_alpha > 0.02).astype(np.float32)
         if "albedo" in want:
-            layers["albedo"] = out_albedo * (out_alpha[..., None] > 0.02)
+            layers["albedo"] = out_albedo * rgb3(inside)
         if "shading" in want:
-            layers["shading"] = out_shading * (out_alpha[..., None] > 0.02)
+            layers["shading"] = out_shading * rgb3(inside)
         if "normal" in want:
             layers["normal"] = render.encode_normals(out_normals, out_alpha)
         if "depth" in want:
-            layers["depth"] = np.where(out_alpha > 0.02, out_depth, 0.0).astype(np.float32)
+            layers["depth"] = (out_depth * inside).astype(np.float32)
         return layers
+
+
+def render_exposure(light_in: np.ndarray, target_cam: np.ndarray) -> float:
+    """The per-run exposure scale of the "match" intensity mode (see the module docstring)."""
+    from relight_core import render
+
+    return render.exposure_scale(light_in, target_cam)
 
 
 def _scaled_light(light, scale: float):
@@ -646,20 +738,56 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
     analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + warm])) for k in range(n_out)]
 
     renderer = FrameRenderer(job, analysis, target, views, float(footage.fps or 25.0))
-    frames_written = 0
     cancelled = False
     per_frame: dict[int, dict] = dict(old_frames)
+    written: list[int] = []
+    t_pass2 = time.perf_counter()
+    writer = FrameWriter(job.format, timings)
+    try:
+        cancelled = _relight_frames(job, footage, analysis, renderer, views, writer, out, stem, n_out, still,
+                                    out_indices, done_flags, analyse_only, per_frame, written, timings, emit,
+                                    cancel)
+    finally:
+        writer.close()
+    pass2_s = time.perf_counter() - t_pass2
+    frames_written = len(written)
+    processed = max(frames_written, 1)
+    total_s = time.perf_counter() - t_start
+    report["frames"] = [per_frame[i] for i in sorted(per_frame)]
+    report["exposure_scale"] = renderer.scale
+    report["totals"] = {
+        "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
+        "seconds": round(total_s, 3),
+        "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
+        "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
+        "fps_processing": round(processed / max(sum(timings[s] for s in PROCESSING_STAGES), 1e-9), 2),
+        "fps_end_to_end": round(processed / max(pass2_s, 1e-9), 2),
+        "pass2_seconds": round(pass2_s, 3),
+    }
+    _write_json(report_path, report)
+    if cancelled:
+        emit({"event": "cancelled", "frames_done": frames_written})
+    else:
+        emit({"event": "done", "frames": frames_written, "output": str(out), "report": str(report_path)})
+    return report
+
+
+
+def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer, views: ViewPlan,
+                    writer: FrameWriter, out: Path, stem: str, n_out: int, still: bool, out_indices: list,
+                    done_flags: list, analyse_only: list, per_frame: dict, written: list, timings: dict,
+                    emit: EventSink, cancel: threading.Event) -> bool:
+    """Pass 2 over the frames; returns True when cancelled."""
     it = iter(footage)
     img = None
     a_index = 0
     for k in range(n_out):
         if cancel.is_set():
-            cancelled = True
-            break
+            return True
         t0 = time.perf_counter()
         if not still or img is None:
             try:
-                a_index_src, img = next(it)
+                _, img = next(it)
             except StopIteration:
                 break
             a_index = k if not still else 0
@@ -674,12 +802,6 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
             continue
         layers, info = renderer.process(k, a_index, img, timings)
         files = frame_paths(out, stem, idx, job.passes, job.format)
-        tw = time.perf_counter()
-        for p in files.values():
-            p.parent.mkdir(parents=True, exist_ok=True)
-        write_frame(files, layers, job.format)
-        timings["write"] += time.perf_counter() - tw
-        frames_written += 1
         tracked = bool(np.asarray(analysis.valid)[a_index])
         warnings = list(info["warnings"])
         if not tracked:
@@ -692,27 +814,8 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
                           "light_in": np.round(info["light_in"], 5).tolist(),
                           "view": views.describe(k, info.get("cam2head")),
                           "warnings": warnings}
-        emit({"event": "frame", "index": idx, "files": {name: str(p) for name, p in files.items()}})
-        emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
-    processed = max(frames_written, 1)
-    total_s = time.perf_counter() - t_start
-    report["frames"] = [per_frame[i] for i in sorted(per_frame)]
-    report["exposure_scale"] = renderer.scale
-    report["totals"] = {
-        "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
-        "seconds": round(total_s, 3),
-        "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
-        "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
-        "fps_processing": round(processed / max(sum(timings[s] for s in PROCESSING_STAGES), 1e-9), 2),
-        "fps_end_to_end": round(processed / max(sum(v for s, v in timings.items() if s != "analyze"), 1e-9),
-                                2),
-    }
-    _write_json(report_path, report)
-    if cancelled:
-        emit({"event": "cancelled", "frames_done": frames_written})
-    else:
-        emit({"event": "done", "frames": frames_written, "output": str(out), "report": str(report_path)})
-    return report
+        writer.submit(files, layers, _frame_done(emit, idx, files, k + 1, n_out, written))
+    return False
 
 
 def _sequence_length(camera: dict | None) -> int:

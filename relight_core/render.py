@@ -100,12 +100,14 @@ def _key_light_dirs(light, points: np.ndarray, head_centre: np.ndarray, rot: np.
 
 
 def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
-                      res: int = 192, bias: float = 0.012) -> np.ndarray:
+                      res: int = 160, bias: float = 0.006, cos_theta: np.ndarray | None = None) -> np.ndarray:
     """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) for one light, from a shadow map.
 
     The visible surface (a 2.5D height field, the only one known) is splatted into the light's view
     (orthographic for a directional light, perspective for a point light); a point is lit when nothing
-    lies closer to the light in its shadow-map cell (minus `bias`, head units). 3x3 PCF softens the edge.
+    lies closer to the light in its shadow-map cell, beyond a bias of `bias` head units plus a slope term
+    (3 cells x tan(theta), theta the angle between normal and light, from `cos_theta` (N,) when given),
+    which keeps grazing surfaces free of shadow acne. 3x3 percentage-closer filtering softens the edge.
     """
     import torch
 
@@ -125,11 +127,13 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
     q = rel @ basis
     if light_pos is None:
         su, sv, dist = q[:, 0], q[:, 1], -q[:, 2]  # smaller dist = closer to the light
+        cell_units = 1.0
     else:
         front = np.maximum(-q[:, 2], 1e-4)
         su, sv, dist = q[:, 0] / front, q[:, 1] / front, front
-    lo_u, hi_u = np.percentile(su, [0.0, 100.0])
-    lo_v, hi_v = np.percentile(sv, [0.0, 100.0])
+        cell_units = float(np.median(front))
+    lo_u, hi_u = float(su.min()), float(su.max())
+    lo_v, hi_v = float(sv.min()), float(sv.max())
     span = max(hi_u - lo_u, hi_v - lo_v, 1e-6) * 1.02
     iu = np.clip(((su - lo_u) / span * res).astype(np.int64), 0, res - 1)
     iv = np.clip(((sv - lo_v) / span * res).astype(np.int64), 0, res - 1)
@@ -144,33 +148,40 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
             break
         grown = cv2.erode(np.where(empty, 1e9, zmap).astype(np.float32), np.ones((3, 3), np.uint8))
         zmap = np.where(empty & (grown < 1e9), grown, zmap)
-    # 3x3 percentage-closer filtering
+    tol = np.full(len(points), bias, np.float32)
+    if cos_theta is not None:
+        c = np.clip(cos_theta, 0.1, 1.0)
+        tol += (3.0 * span / res * cell_units) * np.sqrt(1.0 - c * c) / c
     vis = np.zeros(len(points), dtype=np.float32)
     padded = np.pad(zmap, 1, mode="edge")
+    lim = dist - tol
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
-            vis += (dist <= padded[iv + dy, iu + dx] + bias)
+            vis += lim <= padded[iv + dy, iu + dx]
     return vis / 9.0
 
 
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
-                    shininess: float = 40.0, shadows: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    shininess: float = 40.0, shadows: bool = True, step: int = 2
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Shadow correction of the diffuse shading and the specular irradiance of explicit key lights.
 
     normals, points: (H, W, 3) cam space; mask: (H, W) bool (pixels to evaluate); view_pos: (3,) the
     (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (H, W, 3): add
     shadow_delta (<= 0, the key lights' blocked Lambertian irradiance) to the SH shading, and add
-    specular x a specular albedo to the relit radiance. Specular: normalised Blinn-Phong.
+    specular x a specular albedo to the relit radiance. Specular: normalised Blinn-Phong. Evaluated on
+    every `step`-th pixel and upsampled (both terms are smooth: normals are interpolated, shadows soft).
     """
     h, w = mask.shape
-    delta = np.zeros((h, w, 3), dtype=np.float32)
-    spec = np.zeros((h, w, 3), dtype=np.float32)
-    idx = np.flatnonzero(mask.reshape(-1))
-    if idx.size == 0 or not key_lights:
-        return delta, spec
-    n = normals.reshape(-1, 3)[idx]
-    p = points.reshape(-1, 3)[idx]
+    if not key_lights or not mask.any():
+        z = np.zeros((h, w, 3), dtype=np.float32)
+        return z, z.copy()
+    ms = mask[::step, ::step]
+    hs, ws = ms.shape
+    idx = np.flatnonzero(ms.reshape(-1))
+    n = np.ascontiguousarray(normals[::step, ::step]).reshape(-1, 3)[idx]
+    p = np.ascontiguousarray(points[::step, ::step]).reshape(-1, 3)[idx]
     vdir = view_pos[None, :].astype(np.float32) - p
     vdir /= np.maximum(np.linalg.norm(vdir, axis=1, keepdims=True), 1e-6)
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
@@ -179,26 +190,34 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
     for light in key_lights:
         ldir, e, lpos = _key_light_dirs(light, p, head_centre, rot)
         ndl = np.maximum((n * ldir).sum(axis=1), 0.0)
-        lit = ndl > 0
-        if not lit.any():
+        if not (ndl > 0).any():
             continue
-        vis = shadow_visibility(p, ldir, lpos) if shadows else np.ones(idx.size, np.float32)
+        vis = shadow_visibility(p, ldir, lpos, cos_theta=ndl) if shadows else np.ones(idx.size, np.float32)
         e_n = (np.broadcast_to(e, (idx.size, 3)) * ndl[:, None]).astype(np.float32)
         d_acc -= e_n * (1.0 - vis)[:, None]
         half = ldir + vdir
         half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
         ndh = np.maximum((n * half).sum(axis=1), 0.0)
         s_acc += e_n * (vis * norm * ndh ** shininess)[:, None]
-    delta.reshape(-1, 3)[idx] = d_acc
-    spec.reshape(-1, 3)[idx] = s_acc
+    small_d = np.zeros((hs * ws, 3), np.float32)
+    small_s = np.zeros((hs * ws, 3), np.float32)
+    small_d[idx] = d_acc
+    small_s[idx] = s_acc
+    if step == 1:
+        return small_d.reshape(h, w, 3), small_s.reshape(h, w, 3)
+    delta = cv2.resize(small_d.reshape(hs, ws, 3), (w, h), interpolation=cv2.INTER_LINEAR)
+    spec = cv2.resize(small_s.reshape(hs, ws, 3), (w, h), interpolation=cv2.INTER_LINEAR)
     return delta, spec
 
 
 # --------------------------------------------------------------------------------------------- novel view
 
 def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.ndarray:
-    """Fill where weight == 0 from coarser levels (push-pull): values (H, W, C), weight (H, W) -> same."""
-    pyr_v, pyr_w = [values * weight[..., None]], [weight]
+    """Fill where weight == 0 from coarser levels (push-pull): values (H, W, 3), weight (H, W) -> same."""
+    def expand(x: np.ndarray) -> np.ndarray:
+        return cv2.merge((x, x, x))
+
+    pyr_v, pyr_w = [values * expand(weight)], [weight]
     for _ in range(levels):
         h, w = pyr_w[-1].shape
         if min(h, w) < 4:
@@ -206,15 +225,13 @@ def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.nd
         size = ((w + 1) // 2, (h + 1) // 2)
         pyr_v.append(cv2.resize(pyr_v[-1], size, interpolation=cv2.INTER_AREA))
         pyr_w.append(cv2.resize(pyr_w[-1], size, interpolation=cv2.INTER_AREA))
-    filled = pyr_v[-1] / np.maximum(pyr_w[-1], 1e-6)[..., None]
+    filled = pyr_v[-1] / expand(np.maximum(pyr_w[-1], 1e-6))
     for lv in range(len(pyr_v) - 2, -1, -1):
         h, w = pyr_w[lv].shape
         up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
-        if up.ndim == 2:
-            up = up[..., None]
-        wl = np.minimum(pyr_w[lv], 1.0)[..., None]
-        own = pyr_v[lv] / np.maximum(pyr_w[lv], 1e-6)[..., None]
-        filled = wl * own + (1 - wl) * up
+        wl = expand(np.minimum(pyr_w[lv], 1.0))
+        own = pyr_v[lv] / expand(np.maximum(pyr_w[lv], 1e-6))
+        filled = up + wl * (own - up)
     return filled
 
 
@@ -271,10 +288,15 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
     cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k)
     coords = coords.reshape(h, w, 3)
-    if (cover > hit).any():
-        filled = _push_pull(coords, hit)
-        holes = (cover > 0) & (hit == 0)
-        coords[holes] = filled[holes]
+    holes = (cover > 0) & (hit == 0)
+    if holes.any():
+        ys, xs = np.nonzero(cover)
+        y0, y1 = max(ys.min() - 2, 0), min(ys.max() + 3, h)
+        x0, x1 = max(xs.min() - 2, 0), min(xs.max() + 3, w)
+        filled = _push_pull(np.ascontiguousarray(coords[y0:y1, x0:x1]),
+                            np.ascontiguousarray(hit[y0:y1, x0:x1]))
+        sub_holes = holes[y0:y1, x0:x1]
+        coords[y0:y1, x0:x1][sub_holes] = filled[sub_holes]
     map_x, map_y = coords[..., 0], coords[..., 1]
     depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
     return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cover.astype(np.float32), depth
@@ -289,8 +311,8 @@ def sample(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, nearest: bool 
 def inpaint_background(plate: np.ndarray, alpha: np.ndarray, scale: int = 4, grow_px: int = 9) -> np.ndarray:
     """The plate (H, W, 3) with the person (alpha (H, W)) removed and filled from around -> (H, W, 3).
 
-    The matte is grown by `grow_px`; filling is cv2.inpaint (Telea) at 1/`scale` resolution, then
-    upsampled; pixels outside the grown matte keep the plate.
+    The matte is grown by `grow_px`; the hole is filled by push-pull interpolation of the surrounding
+    plate at 1/`scale` resolution (smooth, fast), upsampled, and feathered into the untouched plate.
     """
     h, w = alpha.shape
     hole = (alpha > 0.02).astype(np.uint8)
@@ -298,14 +320,15 @@ def inpaint_background(plate: np.ndarray, alpha: np.ndarray, scale: int = 4, gro
     hole = cv2.dilate(hole, k)
     sw, sh_ = max(w // scale, 8), max(h // scale, 8)
     small = cv2.resize(plate, (sw, sh_), interpolation=cv2.INTER_AREA)
-    small_hole = (cv2.resize(hole, (sw, sh_), interpolation=cv2.INTER_NEAREST) > 0).astype(np.uint8)
-    small_hole = cv2.dilate(small_hole, np.ones((3, 3), np.uint8))
-    s8 = np.clip(np.sqrt(np.clip(small, 0, 1)) * 255 + 0.5, 0, 255).astype(np.uint8)
-    filled8 = cv2.inpaint(s8, small_hole, 5, cv2.INPAINT_TELEA)
-    filled = (filled8.astype(np.float32) / 255.0) ** 2
+    known = 1.0 - cv2.resize(hole.astype(np.float32), (sw, sh_), interpolation=cv2.INTER_AREA)
+    known = np.where(known > 0.99, 1.0, 0.0).astype(np.float32)
+    if known.max() == 0:
+        return plate.copy()
+    filled = _push_pull(np.ascontiguousarray(small, dtype=np.float32), known)
     up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
-    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow_px / 3.0)[..., None]
-    return (plate * (1 - soft) + up * soft).astype(np.float32)
+    soft = cv2.GaussianBlur(hole.astype(np.float32), (0, 0), grow_px / 3.0)
+    soft3 = cv2.merge((soft, soft, soft))
+    return (plate + soft3 * (up - plate)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------- passes
@@ -315,21 +338,20 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | None)
 
     background None: transparent output, straight alpha (rgb kept where alpha > 0).
     """
-    h, w = alpha.shape
-    out = np.empty((h, w, 4), np.float32)
+    alpha = np.ascontiguousarray(alpha, dtype=np.float32)
     if background is None:
-        out[..., :3] = rgb
-        out[..., 3] = alpha
-    else:
-        a = alpha[..., None]
-        out[..., :3] = background + a * (rgb - background)
-        out[..., 3] = 1.0
-    return out
+        r, g, b = cv2.split(np.ascontiguousarray(rgb, dtype=np.float32))
+        return cv2.merge((r, g, b, alpha))
+    mixed = background + cv2.merge((alpha, alpha, alpha)) * (rgb - background)
+    r, g, b = cv2.split(mixed.astype(np.float32))
+    return cv2.merge((r, g, b, np.ones_like(alpha)))
 
 
 def encode_normals(normals: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
     """Unit normals (H, W, 3) in [-1, 1] -> (H, W, 3) in [0, 1] (n * 0.5 + 0.5); 0.5 grey outside alpha."""
-    enc = normals * 0.5 + 0.5
+    enc = (normals * 0.5 + 0.5).astype(np.float32)
     if alpha is not None:
-        enc = np.where(alpha[..., None] > 0.02, enc, 0.5)
-    return enc.astype(np.float32)
+        m = (alpha > 0.02).astype(np.float32)
+        m3 = cv2.merge((m, m, m))
+        enc = enc * m3 + 0.5 * (1.0 - m3)
+    return enc

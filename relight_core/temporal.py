@@ -104,7 +104,7 @@ class FlowStabilizer:
     def __init__(self, strength: float = 0.6, flow_scale: float = 0.5, tol: float = 0.05) -> None:
         self.strength, self.flow_scale, self.tol = strength, flow_scale, tol
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._grid: tuple[np.ndarray, np.ndarray] | None = None
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -113,11 +113,11 @@ class FlowStabilizer:
         self._prev_map: np.ndarray | None = None
         self._prev_valid: np.ndarray | None = None
 
-    def _maps(self, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        h, w = flow.shape[:2]
-        if self._grid is None or self._grid[0].shape != (h, w):
-            self._grid = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-        return self._grid[0] + flow[..., 0], self._grid[1] + flow[..., 1]
+    def _grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (h, w)
+        if key not in self._grids:
+            self._grids[key] = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        return self._grids[key]
 
     def __call__(self, value: np.ndarray, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Stabilise `value` (H, W, C) float32 of the current frame.
@@ -131,22 +131,23 @@ class FlowStabilizer:
         if self.strength > 0 and self._prev_gray is not None and self._prev_gray.shape == gray.shape \
                 and self._prev_map is not None and self._prev_map.shape == value.shape:
             flow = self._dis.calc(gray, self._prev_gray, None)
-            # photometric occlusion check at flow resolution
             gh, gw = gray.shape
-            mx, my = self._maps(flow)
-            prev_w = cv2.remap(self._prev_gray, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            diff = np.abs(gray.astype(np.float32) - prev_w.astype(np.float32)) * (1.0 / 255.0)
-            conf = np.exp(-(diff / self.tol) ** 2).astype(np.float32)
+            sx, sy = self._grid(gh, gw)
+            prev_w = cv2.remap(self._prev_gray, sx + flow[..., 0], sy + flow[..., 1], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+            # photometric occlusion check at flow resolution, then the weight of the past
+            diff = cv2.absdiff(gray, prev_w).astype(np.float32) * (1.0 / (255.0 * self.tol))
+            conf = np.exp(-diff * diff) * self.strength
+            fx, fy = self._grid(h, w)
             flow_full = upscale_flow(flow, h, w)
-            gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-            fx, fy = gx + flow_full[..., 0], gy + flow_full[..., 1]
-            warped = cv2.remap(self._prev_map, fx, fy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            pv = cv2.remap(self._prev_valid, fx, fy, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
-            conf_full = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR) if (gh, gw) != (h, w) \
-                else conf
-            wgt = (self.strength * conf_full * (pv > 0) * valid).astype(np.float32)
+            mx, my = fx + flow_full[..., 0], fy + flow_full[..., 1]
+            warped = cv2.remap(self._prev_map, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            pv = cv2.remap(self._prev_valid, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+            if (gh, gw) != (h, w):
+                conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
+            wgt = conf * pv.astype(np.float32) * valid.astype(np.float32)
             if warped.ndim == 3:
-                wgt = wgt[..., None]
+                wgt = cv2.merge([wgt] * warped.shape[2])
             out = value + wgt * (warped - value)
         self._prev_gray = gray
         self._prev_map = np.ascontiguousarray(out, dtype=np.float32)
