@@ -459,6 +459,35 @@ class PersonMatte:
 
 # --------------------------------------------------------------------------------------------- analysis
 
+class ArrayFootage:
+    """In-memory frames as footage for `analyze_footage`: a list of (H, W, 3) linear float or uint8 sRGB
+    images of one size (uint8 frames are decoded to linear on iteration)."""
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 25.0, name: str = "frames") -> None:
+        if not frames:
+            raise UserError(f"{name} holds no frames; give at least one image.")
+        self.frames, self.fps, self.name = list(frames), float(fps), name
+        self.height, self.width = self.frames[0].shape[:2]
+        self.frame_indices = list(range(len(self.frames)))
+        self.kind = "image" if len(self.frames) == 1 else "sequence"
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+    def read(self, i: int) -> np.ndarray:
+        f = self.frames[i]
+        if f.dtype == np.uint8:
+            from relight_core import io
+
+            return io.decode_srgb8(f[..., :3])
+        return np.asarray(f, dtype=np.float32)
+
+    def __iter__(self):
+        for i in range(len(self.frames)):
+            yield i, self.read(i)
+
+
 @dataclass
 class Analysis:
     """The per-frame track of a clip (see module docstring for units).

@@ -1,0 +1,177 @@
+"""track.py: smoothing, the derived neutral face, tracking the astronaut and real clips, pose vs EG3D
+cameras, no-face bridging, several faces, analysis files and the analyze command."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from relight_core import camera as cam
+from relight_core import track
+from relight_core.errors import UserError
+
+
+def view_angles(cam_from_head: np.ndarray) -> tuple[float, float]:
+    """(yaw, pitch) in degrees of the camera POSITION seen from the head centre (independent of where
+    the face sits in the frame)."""
+    p = cam.invert_pose(cam_from_head)[:3, 3]
+    return float(np.degrees(np.arctan2(p[0], p[2]))), float(np.degrees(np.arcsin(p[1] / np.linalg.norm(p))))
+
+
+# --------------------------------------------------------------------------------------------- smoothing
+
+def test_one_euro_removes_jitter_and_zero_phase_has_no_lag() -> None:
+    rng = np.random.default_rng(0)
+    n, fps = 200, 25.0
+    truth = np.zeros((n, 1, 2))
+    truth[100:, 0, 0] = 10.0  # a step after a still stretch
+    noisy = truth + rng.normal(scale=0.5, size=truth.shape)
+    out = track.smooth_sequence(noisy, track.OneEuroParams(min_cutoff=1.0, beta=0.0), fps, zero_phase=True)
+    still_before = np.std(np.diff(noisy[10:90, 0, 0]))
+    still_after = np.std(np.diff(out[10:90, 0, 0]))
+    assert still_after < 0.25 * still_before
+    # zero phase: the smoothed step crosses half height at the step, a causal filter crosses it later
+    slow = track.OneEuroParams(min_cutoff=1.0, beta=0.0)
+    causal = track.smooth_sequence(noisy, slow, fps, zero_phase=False)
+    half = lambda x: int(np.argmax(x[:, 0, 0] > 5.0))  # noqa: E731
+    assert abs(half(out) - 100) <= 1 and half(causal) > half(out)
+    # the speed term opens the filter: with beta the causal step is followed faster
+    fast = track.smooth_sequence(noisy, track.OneEuroParams(min_cutoff=1.0, beta=5.0), fps, scale=10.0,
+                                 zero_phase=False)
+    assert half(fast) <= half(causal)
+
+
+# --------------------------------------------------------------------------------------------- neutral face
+
+def test_neutral_face_is_symmetric_and_in_head_units() -> None:
+    nf = track.neutral_face()
+    assert nf.shape == (478, 3)
+    pairs = track.mirror_pairs(nf)
+    assert np.array_equal(pairs[pairs], np.arange(478))
+    midline = [0, 1, 2, 4, 5, 6, 8, 9, 10, 151, 152, 164, 168, 175, 195, 197, 199, 200]
+    assert np.all(pairs[midline] == midline)
+    assert np.allclose(nf[pairs] * [-1, 1, 1], nf, atol=1e-9)
+    eye_r = nf[list(track.RIGHT_EYE_CORNERS)].mean(axis=0)
+    eye_l = nf[list(track.LEFT_EYE_CORNERS)].mean(axis=0)
+    assert np.linalg.norm(eye_l - eye_r) == pytest.approx(cam.INTEROCULAR)
+    assert eye_l[0] > 0 > eye_r[0]  # the subject's left eye is at head +x (image right)
+    assert nf[10, 1] > nf[1, 1] > nf[152, 1]  # forehead above nose tip above chin
+    assert nf[1, 2] == pytest.approx(nf[:, 2].max(), abs=0.02)  # the nose tip is frontmost
+    width = nf[:, 0].max() - nf[:, 0].min()
+    assert 0.35 < width < 0.6
+
+
+# --------------------------------------------------------------------------------------------- astronaut
+
+def test_astronaut_landmarks_and_frontal_pose(astronaut: np.ndarray) -> None:
+    tracker = track.FaceTracker(static=True, smoothing=None)
+    ft = tracker.process(astronaut)
+    tracker.close()
+    assert ft is not None and ft.landmarks.shape == (478, 3) and ft.face_count == 1
+    # landmarks lie on her face (upper middle of the image)
+    cx, cy = ft.landmarks[:, :2].mean(axis=0)
+    assert 170 < cx < 280 and 60 < cy < 200
+    yaw, pitch = view_angles(ft.cam_from_head)
+    assert abs(yaw) < 10 and abs(pitch) < 20
+    assert ft.pose_error_px < 3.0
+    assert ft.cam_from_head[2, 3] < 0  # the head is in front of the camera
+
+
+def test_analyze_linear_input_matches_uint8(astronaut: np.ndarray) -> None:
+    from relight_core import io
+
+    a8 = track.analyze_footage(track.ArrayFootage([astronaut]))
+    alin = track.analyze_footage(track.ArrayFootage([io.decode_srgb8(astronaut)]))
+    assert np.abs(a8.landmarks - alin.landmarks).max() < 1.0
+    assert a8.matte.shape[1:] == track.matte_shape(512, 512) and a8.matte.dtype == np.uint8
+
+
+def test_no_face_frames_are_bridged_and_no_face_at_all_fails(astronaut: np.ndarray) -> None:
+    blank = np.zeros_like(astronaut)
+    a = track.analyze_footage(track.ArrayFootage([astronaut, blank, astronaut]), static=True)
+    assert a.valid.tolist() == [True, False, True]
+    assert np.allclose(a.landmarks[1], a.landmarks[0], atol=1.0)
+    assert np.allclose(a.cam_from_head[1], a.cam_from_head[0], atol=1e-2)
+    assert any("no face" in w for w in a.warnings)
+    with pytest.raises(UserError, match="No face"):
+        track.analyze_footage(track.ArrayFootage([blank, blank], name="empty_clip"))
+
+
+def test_several_faces_keeps_the_largest(astronaut: np.ndarray) -> None:
+    import cv2
+
+    crop = astronaut[0:300, 100:350]
+    canvas = np.full((320, 560, 3), 128, np.uint8)
+    canvas[10:310, 10:260] = crop
+    canvas[60:264, 330:500] = cv2.resize(crop, (170, 204))
+    a = track.analyze_footage(track.ArrayFootage([canvas]))
+    assert a.face_count[0] == 2
+    assert a.landmarks[0, :, 0].mean() < 260  # the big face on the left
+    assert any("several faces" in w for w in a.warnings)
+
+
+def test_analysis_save_load_round_trip(astronaut: np.ndarray, tmp_path: Path) -> None:
+    a = track.analyze_footage(track.ArrayFootage([astronaut, astronaut], fps=30.0, name="two"))
+    path = tmp_path / "a.npz"
+    a.save(str(path))
+    b = track.Analysis.load(str(path))
+    assert b.n_frames == 2 and b.fps == 30.0 and b.name == "two" and b.version == track.ANALYSIS_VERSION
+    for key in ("landmarks", "valid", "cam_from_head", "K", "matte", "face_count", "frame_indices"):
+        assert np.array_equal(getattr(a, key), getattr(b, key)), key
+    m = b.matte_at(0, 100, 120)
+    assert m.shape == (100, 120) and m.dtype == np.float32 and 0 <= m.min() and m.max() <= 1
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match="bad.npz"):
+        track.Analysis.load(str(bad))
+
+
+def test_analyze_command(tmp_path: Path, astronaut: np.ndarray) -> None:
+    from relight_core import io
+    from relight_core.cli import main
+
+    src = tmp_path / "astro.png"
+    io.write_png(src, io.decode_srgb8(astronaut))
+    out = tmp_path / "analysis.npz"
+    prev = tmp_path / "prev"
+    assert main(["analyze", str(src), "-o", str(out), "--preview", str(prev), "--fov", "25"]) == 0
+    a = track.Analysis.load(str(out))
+    assert a.n_frames == 1 and a.valid[0] and a.fov_deg == 25.0
+    names = sorted(p.name for p in (tmp_path / "prev").glob("*.png"))
+    assert names == [f"astro_000000_{s}.png" for s in ("depth", "labels", "landmarks", "normals")]
+    assert main(["analyze", str(tmp_path / "missing.mp4"), "-o", str(out)]) == 2
+    assert main(["analyze", str(src), "-o", str(out), "--frames", "5:2"]) == 2
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+@pytest.mark.parametrize("clip,frames", [("lp_d0", (0, 78)), ("lp_d9", (0, 60)), ("lp_d18", (0, 60)),
+                                         ("vr_4", (0, 60))])
+def test_fixture_clips_tracked_on_every_frame(fixtures_dir: Path, clip: str, frames: tuple[int, int]) -> None:
+    from relight_core import io
+
+    footage = io.open_footage(fixtures_dir / "videos" / f"{clip}.mp4", frames=frames, size=256)
+    a = track.analyze_footage(footage, matte=False)
+    assert a.valid.all(), f"{clip}: no face on frames {np.flatnonzero(~a.valid).tolist()}"
+    assert np.all(a.face_count == 1)
+    iod = np.array([track.face_size_px(lm) for lm in a.landmarks])
+    assert np.median(a.pose_error_px / iod) < 0.1  # rigid fit residual under 10 % of the eye distance
+
+
+def test_trudeau_pose_agrees_with_eg3d_cameras(fixtures_dir: Path) -> None:
+    from relight_core import io
+
+    folder = fixtures_dir / "videos" / "pr_trudeau_frames"
+    footage = io.open_footage(folder / "cropped", frames=(0, 60))
+    fov = cam.fov_from_intrinsics(cam.EG3D_FOCAL, 1.0)  # EG3D's true vertical FOV, 13.38 deg
+    a = track.analyze_footage(footage, fov_deg=fov, matte=False)
+    cams = sorted(glob.glob(str(folder / "camera" / "*.npy")))[:60]
+    ref = np.array([cam.cam2head_to_yaw_pitch_roll(cam.eg3d_cam2world_to_cam2head(np.load(c))) for c in cams])
+    ours = np.array([cam.cam2head_to_yaw_pitch_roll(cam.invert_pose(m)) for m in a.cam_from_head])
+    diff = np.abs(ours - ref).mean(axis=0)
+    assert diff[0] < 2.0  # yaw
+    assert diff[1] < 5.0  # pitch (includes a constant offset between the two "frontal" conventions)
+    assert np.corrcoef(ours[:, 0], ref[:, 0])[0, 1] > 0.9
