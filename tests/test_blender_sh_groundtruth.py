@@ -34,7 +34,7 @@ from relight_core import lights as L
 from relight_core import sh as S
 
 bpy = pytest.importorskip("bpy")
-pytestmark = pytest.mark.blender
+pytestmark = [pytest.mark.blender, pytest.mark.filterwarnings("ignore:.*use_nodes.*:DeprecationWarning")]
 
 SIZE = 64
 
