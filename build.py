@@ -92,7 +92,7 @@ def stage(out: Path) -> Path:
         (core / src.name).write_text(make_relative(src.read_text(encoding="utf-8")), encoding="utf-8")
     if (ROOT / "presets").is_dir():
         shutil.copytree(ROOT / "presets", pkg / "presets",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+                        ignore=shutil.ignore_patterns("__pycache__", "*.py", "*.pyc", ".*"))
     return pkg
 
 

@@ -403,3 +403,25 @@ def test_environment_texture_orientation(scene, tmp_path, mapping_z_deg, expecte
     d = S.dominant_direction(sh)
     angle = math.degrees(math.acos(np.clip(np.dot(d, expected), -1, 1)))
     assert angle < 10.0, (d, expected)
+
+
+def test_preset_lighting_source(scene, tmp_path):
+    """A preset: the enum lists relight_core's presets, the preview shows its SH, the request names it."""
+    L = core("lights")
+    names = L.list_presets()
+    if not names:
+        pytest.skip("no lighting presets in this checkout")
+    s = scene.portrait_relight
+    from portrait_relight import handlers, properties
+
+    items = [it[0] for it in properties._preset_items(s, bpy.context)]
+    assert items == names
+    s.lighting_source = "PRESET"
+    s.preset = names[0]
+    sh = handlers.current_sh(scene)
+    assert np.allclose(sh, L.load_lighting(names[0]).sh_at(0))
+    files = write_png_frames(tmp_path / "f", [np.full((8, 8, 3), 70, np.uint8)] * 2)
+    add_image_strip(scene, files)
+    s.output_dir = str(tmp_path / "out")
+    assert bpy.ops.portrait_relight.export_request(filepath=str(tmp_path / "r.json")) == {"FINISHED"}
+    assert json.loads((tmp_path / "r.json").read_text())["lighting"] == {"preset": names[0]}

@@ -79,6 +79,7 @@ if mod is not None:
     sl = sys.modules["bl_ext.user_default.portrait_relight.scene_lighting"]
     lights = sys.modules["bl_ext.user_default.portrait_relight._core"].core_module("lights")
     out["lights_from"] = lights.__file__
+    out["presets"] = lights.list_presets()
     sh = np.zeros((9, 3)); sh[0] = 1.0
     out["sphere"] = float(sl.lit_sphere(sh, size=8)[..., 3].sum())
 print("RESULT " + json.dumps(out))
@@ -98,3 +99,5 @@ def test_built_zip_installs_and_enables(built_zip, tmp_path):
     assert out["lights_from"].startswith(str(tmp_path / "user"))  # the bundled copy, not the repo's
     assert out["scene_prop"] and out["ops"] and out["heavy"] == []
     assert out["sphere"] > 0
+    repo_presets = sorted(p.stem for p in (REPO / "presets" / "lighting").glob("*.json"))
+    assert sorted(out["presets"]) == repo_presets  # the bundled presets are found
