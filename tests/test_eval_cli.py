@@ -41,7 +41,7 @@ def test_user_errors_exit_2_with_one_sentence(tmp_path, capsys):
 
 def _fake_run(clip: str, light: str, view, variant: str, le: float, tilt: float) -> dict:
     est = np.zeros((9, 3))
-    est[0], est[1] = 1.0, tilt  # normalised Y coefficient = tilt
+    est[0], est[3] = 1.0, tilt  # an X (image-right) term: normalised shading 1 + tilt * 2/sqrt(3) * x
     return {"clip": clip, "light": light, "view": list(view), "variant": variant, "LE": le, "ID": 0.2,
             "WE": 1e-3, "WE_rel": 1.5, "tSSIM": 0.95, "pose_deg": 2.0, "time_s": 0.1,
             "le": np.full(4, le), "we": np.full(3, 1e-3), "tssim": np.full(3, 0.95), "est_world": [est, est]}
@@ -58,8 +58,10 @@ def test_tables_aggregate_like_the_paper(tmp_path):
     t = report.build_tables(results, runs)
     rows = {r["name"]: r for r in t["views"]}
     assert rows["a"]["LE"] == pytest.approx(0.2) and rows["b"]["LE"] == pytest.approx(0.2)
-    # LI of clip a / light l0 pools both views' estimates: normalised Y = (0, 0, .2, .2) -> std .1, / 9
-    assert rows["a"]["LI"] == pytest.approx(0.1 / 9) and rows["b"]["LI"] == pytest.approx(0.0)
+    # LI of clip a / light l0 pools both views' estimates: X terms (0, 0, .2, .2) -> std .1 * 2/sqrt(3) |x|,
+    # mean over the front normals with E|x| = 4 / (3 pi)
+    assert rows["a"]["LI"] == pytest.approx(0.1 * 2 / np.sqrt(3) * 4 / (3 * np.pi), rel=0.01)
+    assert rows["b"]["LI"] == pytest.approx(0.0, abs=1e-12)
     assert rows["mean (all)"]["runs"] == 3
     assert [r["name"] for r in t["input"]] == ["a", "b", "mean (all)"]
     assert t["input"][0]["roundtrip_psnr_db"] == 30.0
@@ -117,3 +119,20 @@ def test_evaluate_and_bench_on_real_frames(fixtures_dir, tmp_path, capsys):
     b = json.loads((tmp_path / "b.json").read_text())
     assert set(b["ms_per_frame"]) == set(bench.STAGES) and b["fps_processing"] > 0 and b["peak_rss_mb"] > 0
     assert "processing:" in capsys.readouterr().out
+
+
+def test_ablation_sphere_fit_and_patch_is_undone():
+    from relight_core.eval import ablation
+
+    rng = np.random.default_rng(0)
+    d = rng.normal(size=(300, 3))
+    d[:, 2] = np.abs(d[:, 2])  # a cap, like a face
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    c, r = ablation.fit_sphere(np.array([0.1, -0.2, -2.0]) + 0.3 * d)
+    np.testing.assert_allclose(c, [0.1, -0.2, -2.0], atol=1e-9)
+    assert r == pytest.approx(0.3)
+    geometry = pytest.importorskip("relight_core.geometry")
+    original = geometry.build_geometry
+    with ablation.geometry_variant("flat"):
+        assert geometry.build_geometry is not original
+    assert geometry.build_geometry is original

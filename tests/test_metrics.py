@@ -42,23 +42,38 @@ def test_lighting_error_ignores_global_scale_and_colour_of_albedo():
     assert metrics.lighting_error(3.0 * DPR_LIGHT_00, DPR_LIGHT_00) == pytest.approx(0.0, abs=1e-12)
 
 
+# A constant light (DC only) shades every normal alike: s = 1. Adding an X (image-right) term b gives
+# E = pi/(2 sqrt(pi)) + b sqrt(pi/3) x, so s = 1 + k x with k = b * 2/sqrt(3) (the mean of x over the
+# front normals is 0). Over cosine-weighted front normals E[x^2] = 1/4 and E|x| = 4 / (3 pi).
+CONST = np.array([1.0, 0, 0, 0, 0, 0, 0, 0, 0])
+SIDE = np.array([1.0, 0, 0, 0.5, 0, 0, 0, 0, 0])
+K_SIDE = 0.5 * 2 / np.sqrt(3)
+
+
+def test_front_normals_are_cosine_weighted_toward_the_camera():
+    n = metrics.front_normals()
+    np.testing.assert_allclose(np.linalg.norm(n, axis=1), 1.0, atol=1e-12)
+    assert np.all(n[:, 1] <= 0)  # DPR: the viewer looks along +Y, so visible normals have Y <= 0
+    assert np.mean(n[:, 1] ** 2) == pytest.approx(0.5, rel=0.01)  # cosine-weighted: E[cos^2] = 1/2
+    assert abs(np.mean(n[:, 0])) < 0.01 and abs(np.mean(n[:, 2])) < 0.01
+
+
 def test_lighting_error_known_value():
-    a = np.array([2.0, 1, 0, 0, 0, 0, 0, 0, 0])  # normalised: (1, .5, 0, ...)
-    b = np.array([1.0, 0, 0, 0.5, 0, 0, 0, 0, 0])  # normalised: (1, 0, 0, .5, ...)
-    assert metrics.lighting_error(a, b) == pytest.approx((0.25 + 0.25) / 9)
-    assert np.isnan(metrics.lighting_error(np.zeros(9), b))
+    assert metrics.lighting_error(CONST, SIDE) == pytest.approx(K_SIDE ** 2 / 4, rel=0.01)
+    assert np.isnan(metrics.lighting_error(np.zeros(9), SIDE))
 
 
-def test_lighting_instability_is_mean_std_of_normalised_light():
-    a = np.array([1.0, 0.2, 0, 0, 0, 0, 0, 0, 0])
-    b = np.array([2.0, 0.8, 0, 0, 0, 0, 0, 0, 0])  # normalised Y coefficient 0.4
-    assert metrics.lighting_instability([a, a, 5 * a]) == pytest.approx(0.0, abs=1e-12)
-    assert metrics.lighting_instability([a, b]) == pytest.approx(0.1 / 9)  # std of (0.2, 0.4) = 0.1
-    assert metrics.lighting_instability([a, b, np.full(9, np.nan)]) == pytest.approx(0.1 / 9)
+def test_lighting_instability_is_mean_std_of_normalised_shading():
+    assert metrics.lighting_instability([SIDE, SIDE, 5 * SIDE]) == pytest.approx(0.0, abs=1e-12)
+    # two samples 1 and 1 + k x: std |k x| / 2 at each normal
+    expected = K_SIDE / 2 * 4 / (3 * np.pi)
+    assert metrics.lighting_instability([CONST, SIDE]) == pytest.approx(expected, rel=0.01)
+    with_nan = [CONST, SIDE, np.full(9, np.nan)]
+    assert metrics.lighting_instability(with_nan) == pytest.approx(expected, rel=0.01)
+    assert np.isnan(metrics.lighting_instability([CONST]))
 
 
 def test_known_light_fitted_back_gives_le_zero():
-    pytest.importorskip("relight_core.sh")
     # an orthographic sphere seen by the camera: DPR frame, the viewer looks along +Y
     h = w = 96
     u, v = np.meshgrid((np.arange(w) + 0.5) / w * 2 - 1, 1 - (np.arange(h) + 0.5) / h * 2)

@@ -18,6 +18,10 @@ once per clip. Each run's RGBA output is then measured (relight_core.eval.metric
   on the output frames themselves (documented limitation: flicker that DIS absorbs is not counted);
 - ID compares dlib descriptors of the input frame and the output frame (every `id_every`-th frame).
 
+Ablations (`VARIANTS`, paper Table 5 layout), at the input view: temporal stabilisation off (the
+pipeline's `smoothing=False`: no One-Euro filter on the input light, no flow-guided albedo filter), the
+face mesh replaced by a fitted sphere, and a flat rest of the head (relight_core.eval.ablation).
+
 Results: DIR/results.json (every run, per-frame curves, settings, versions), DIR/table_views.md (the
 layout of the paper's Table 1), DIR/table_input.md (Table 4), DIR/table_ablation.md (Table 5) and
 DIR/plots/<clip>.png (per-frame LE, WE, tSSIM).
@@ -39,12 +43,13 @@ import numpy as np
 from relight_core.errors import UserError
 from relight_core.eval import metrics
 
-# name -> RelightJob field overrides; a variant whose fields the pipeline lacks is skipped with a note
-VARIANTS: dict[str, dict[str, Any]] = {
-    "full": {},
-    "no temporal stabilisation": {"smoothing": False},
-    "no face mesh (sphere)": {"geometry": {"face": "sphere"}},
-    "flat rest of head": {"geometry": {"rest": "flat"}},
+# name -> (RelightJob field overrides, geometry ablation of relight_core.eval.ablation or None);
+# a variant whose job fields the pipeline lacks is skipped with a note
+VARIANTS: dict[str, tuple[dict[str, Any], str | None]] = {
+    "full": ({}, None),
+    "no temporal stabilisation": ({"smoothing": False}, None),
+    "no face mesh (sphere)": ({}, "sphere"),
+    "flat rest of head": ({}, "flat"),
 }
 SEED = 0
 
@@ -128,27 +133,6 @@ def read_rgba_dir(folder: Path, stem: str, indices: Sequence[int]) -> list[np.nd
     return out
 
 
-class _Frames:
-    """A minimal footage over in-memory linear frames, for re-tracking outputs."""
-
-    def __init__(self, frames: list[np.ndarray], fps: float, name: str) -> None:
-        self._frames = frames
-        self.height, self.width = frames[0].shape[:2]
-        self.fps, self.name = fps, name
-        self.frame_indices = list(range(len(frames)))
-        self.kind = "sequence"
-
-    @property
-    def n_frames(self) -> int:
-        return len(self._frames)
-
-    def __iter__(self):
-        return iter(enumerate(self._frames))
-
-    def read(self, i: int) -> np.ndarray:
-        return self._frames[i]
-
-
 # --------------------------------------------------------------------------------------------- measuring
 
 
@@ -177,7 +161,7 @@ def _retrack(frames_display: list[np.ndarray], fps: float):
     from relight_core import io, track
 
     linear = [io.srgb_to_linear(f) for f in frames_display]
-    return track.analyze_footage(_Frames(linear, fps, "output")), linear
+    return track.analyze_footage(track.ArrayFootage(linear, fps, "output")), linear
 
 
 def _embed_all(embedder, frames: list[np.ndarray], every: int) -> dict[int, np.ndarray | None]:
@@ -207,7 +191,7 @@ def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple
         cfh_in = np.asarray(ctx.cam_from_head[i], dtype=np.float64)
         c2h = (by_index.get(ctx.indices[i], {}).get("view") or {}).get("cam2head")
         c2h_req = np.linalg.inv(cfh_in) if c2h is None else np.asarray(c2h, dtype=np.float64)
-        r_new_from_in = (np.linalg.inv(c2h_req) @ cfh_in)[:3, :3]
+        r_new_from_in = (np.linalg.inv(c2h_req) @ np.linalg.inv(cfh_in))[:3, :3]  # p_new = c2h^-1 cfh^-1 p_in
         r_dpr = metrics.cam_rotation_to_dpr(r_new_from_in)
         if not bool(np.asarray(ana.valid)[i]):
             continue
@@ -316,14 +300,18 @@ def run_one(cfg: EvalConfig, ctx: ClipContext, root: Path, variant: str, light: 
 
     out_dir = root / "runs" / ctx.name / variant.replace(" ", "_").replace("(", "").replace(")", "") / \
         f"{Path(light).stem}_{view_name(view)}"
-    job, why = _job(cfg, ctx.path, out_dir, light, view, VARIANTS[variant])
+    from relight_core.eval.ablation import geometry_variant
+
+    overrides, geometry_kind = VARIANTS[variant]
+    job, why = _job(cfg, ctx.path, out_dir, light, view, overrides)
     if job is None:
         return {"skipped": why}
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in ("analysis.npz", "analysis.json"):
         if (ctx.analysis_dir / f).is_file():
             shutil.copy2(ctx.analysis_dir / f, out_dir / f)
-    pipeline.run(job)
+    with geometry_variant(geometry_kind):
+        pipeline.run(job)
     res = measure_run(ctx, out_dir, target_sh(light), view, embedder, cfg.id_every)
     if not cfg.keep_frames:
         shutil.rmtree(out_dir / "rgba", ignore_errors=True)

@@ -6,15 +6,22 @@ images, i.e. sRGB-encoded values in [0, 1] as a viewer sees them (use `to_displa
 frames); the lighting estimator works on LINEAR RGB because shading is linear in radiance.
 
 Lighting (SH, DPR order and normalisation, see relight_core.sh):
-- normalised light  n(L) = g(L) / g(L)[0], with g(L) = L @ (0.2126, 0.7152, 0.0722) for an RGB (9, 3)
-  light (Rec. 709 luminance) and g(L) = L for a grey (9,) light. Dividing by the DC term removes the
-  global scale that an image cannot separate from albedo, so only the light's shape (direction,
-  spread) is compared.
-- lighting error    LE = (1/9) * sum_k (n(L_est)_k - n(L_target)_k)^2            (unitless, >= 0)
-  (the DC difference is 0 by construction; the sum runs over all 9 coefficients).
-- lighting instability  LI = (1/9) * sum_k std_i( n(L_est,i)_k )                 (unitless, >= 0)
+- a light is compared through the shading it makes on the normals a camera can see. N is a fixed set of
+  M = 2000 unit normals, cosine-weighted over the hemisphere facing the camera (DPR -Y; Malley's method
+  on a sunflower disk), i.e. weighted like the surface of a face seen by that camera. Comparing the 9
+  coefficients directly is ill-posed: from one view the DC and Y (view-axis) terms are nearly collinear
+  over the visible normals, so an estimator can trade one for the other without changing the image.
+- normalised shading  s_L(n) = g(E_L(n)) / mean_{m in N} g(E_L(m)), E_L = shade(n, L) the irradiance,
+  g the Rec. 709 luminance for an RGB (9, 3) light (a grey (9,) light as is). Dividing by the mean
+  removes the global scale that an image cannot separate from albedo (and the pipeline's exposure
+  matching), so only the light's shape (direction, spread) is compared.
+- lighting error    LE = mean_{n in N} (s_est(n) - s_target(n))^2                  (unitless, >= 0)
+  with both lights in the same camera's DPR frame (the output camera's; a world-fixed target is rotated
+  into a novel view's frame).
+- lighting instability  LI = mean_{n in N} std_i s_est,i(n)                         (unitless, >= 0)
   the population standard deviation over all samples i (frames x views) relit with ONE target light,
-  each estimate first expressed in a common frame (see `rotate_sh`), averaged over the 9 coefficients.
+  each estimate first rotated into a common frame (the input camera's, where a world-fixed light is
+  constant) and evaluated on that camera's N.
 - the estimator is pluggable (`LightEstimator`); the default `estimate_light` fits RGB SH by robust least
   squares (relight_core.sh.fit_sh) to the linear pixel values of the skin pixels of a frame, given the
   surface normals of that frame in the camera's DPR frame. Weighting: every skin pixel counts with its
@@ -77,33 +84,59 @@ def grey_sh(sh: np.ndarray) -> np.ndarray:
     return sh
 
 
-def normalise_sh(sh: np.ndarray) -> np.ndarray:
-    """(9,) or (9, 3) SH -> (9,) grey SH divided by its DC term (NaNs when the DC term is <= 0)."""
-    g = grey_sh(sh)
-    if not np.isfinite(g).all() or g[0] <= 1e-12:
-        return np.full(9, np.nan)
-    return g / g[0]
+def front_normals(m: int = 2000) -> np.ndarray:
+    """(m, 3) unit normals cosine-weighted over the camera-facing hemisphere (DPR -Y), deterministic.
+
+    Malley's method: a sunflower (golden-angle) point set, uniform on the unit disk, lifted to the
+    hemisphere; the disk's axes are DPR X (right) and Z (up).
+    """
+    k = np.arange(m) + 0.5
+    r = np.sqrt(k / m)
+    phi = k * np.pi * (3.0 - np.sqrt(5.0))
+    x, z = r * np.cos(phi), r * np.sin(phi)
+    return np.stack([x, -np.sqrt(np.clip(1.0 - r * r, 0.0, None)), z], axis=1)
+
+
+_FRONT: np.ndarray | None = None
+
+
+def _front_basis() -> np.ndarray:
+    global _FRONT
+    if _FRONT is None:
+        from relight_core.sh import sh_basis
+
+        _FRONT = np.asarray(sh_basis(front_normals()), dtype=np.float64)
+    return _FRONT
+
+
+def normalised_shading(sh: np.ndarray) -> np.ndarray:
+    """s_L on the front normals: luminance irradiance / its mean -> (M,); NaNs when the mean is <= 0."""
+    e = _front_basis() @ grey_sh(sh)
+    mean = float(e.mean())
+    if not np.isfinite(e).all() or mean <= 1e-12:
+        return np.full(len(e), np.nan)
+    return e / mean
 
 
 def lighting_error(estimated: np.ndarray, target: np.ndarray) -> float:
-    """LE = mean over the 9 coefficients of (n(estimated) - n(target))^2; NaN if either is unusable.
+    """LE = mean over the front normals of (s_estimated - s_target)^2; NaN if either is unusable.
 
-    Both lights (9,) or (9, 3) must be expressed in the same frame (the output camera's DPR frame).
+    Both lights (9,) or (9, 3) must be expressed in the same camera's DPR frame.
     """
-    return float(np.mean((normalise_sh(estimated) - normalise_sh(target)) ** 2))
+    return float(np.mean((normalised_shading(estimated) - normalised_shading(target)) ** 2))
 
 
 def lighting_instability(estimates: np.ndarray | Sequence[np.ndarray]) -> float:
-    """LI = mean over the 9 coefficients of the std (ddof 0) over samples of n(estimate).
+    """LI = mean over the front normals of the std (ddof 0) over samples of s_estimate.
 
     `estimates`: (N, 9) or (N, 9, 3), all in one common frame, all relit with the same target light.
     Samples whose estimate is unusable (NaN) are ignored; NaN when fewer than 2 remain.
     """
-    n = np.array([normalise_sh(e) for e in estimates]) if len(estimates) else np.zeros((0, 9))
-    n = n[np.isfinite(n).all(axis=1)]
-    if len(n) < 2:
+    s = np.array([normalised_shading(e) for e in estimates]) if len(estimates) else np.zeros((0, 1))
+    s = s[np.isfinite(s).all(axis=1)] if s.size else s
+    if len(s) < 2:
         return float("nan")
-    return float(np.mean(np.std(n, axis=0)))
+    return float(np.mean(np.std(s, axis=0)))
 
 
 def estimate_light(image: np.ndarray, normals: np.ndarray, mask: np.ndarray,
