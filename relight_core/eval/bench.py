@@ -57,6 +57,7 @@ def versions() -> dict[str, Any]:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:
             out[dist] = None
+    out["git"] = git_revision()
     try:
         import torch
 
@@ -65,6 +66,21 @@ def versions() -> dict[str, Any]:
     except ImportError:
         out["cuda"] = None
     return out
+
+
+def git_revision() -> str | None:
+    """The engine checkout's commit, with '+dirty' when relight_core/ has uncommitted changes; or None."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "relight_core"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
 
 
 def analysis_stage_ms(footage) -> dict[str, float]:
