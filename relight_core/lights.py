@@ -311,6 +311,10 @@ def _sphere_light_sh(position: np.ndarray, radius: float, intensity: np.ndarray,
     """A (sphere) light of intensity (3,) W/sr at `position`, seen from `receiver` -> (9, 3)."""
     w = position - receiver
     d = float(np.linalg.norm(w))
+    if radius > 0 and d <= radius:  # inside a sphere light: its surface surrounds the receiver
+        out = np.zeros((9, 3))
+        out[0] = 2 * math.sqrt(math.pi) * intensity / (math.pi * radius * radius)
+        return out
     if d <= 0:
         raise ValueError("the receiver is at the point light's position")
     e = intensity / (d * d)

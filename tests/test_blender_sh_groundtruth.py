@@ -8,7 +8,7 @@ we compare the render with `shade(n, sh) / pi` for the SH computed by `relight_c
 same lights, over pixels whose SH irradiance is above 10% of the maximum (and r < 0.97 to skip the
 anti-aliased silhouette).
 
-Measured (Blender 5.0.1 via bpy, 64 x 64 px, 64 samples; about 8 s for the four tests):
+Measured (Blender 5.0.1 via bpy, 64 x 64 px, 64 samples; 10-20 s for the five tests):
 - sun (2 W/m^2) + world (radiance 0.3, key : fill about 3 : 1): mean relative error 4.3% vs the SH,
   0.07% vs the exact irradiance (units confirmed: sun strength = irradiance, world colour = radiance).
   The 4.3% is the order-2 SH approximation of the hard sun's clamped cosine (with a weaker world, 0.2,
@@ -19,6 +19,8 @@ Measured (Blender 5.0.1 via bpy, 64 x 64 px, 64 samples; about 8 s for the four 
 - square area light (800 W, 1.5 m, 4 radii away), SH per surface point: 5.0% (one-sided P / (pi A)).
 - equirect environment map with a bright lobe: 1.3% vs the SH; the left-right mirrored map gives 37%,
   so Blender's mapping (centre column = +X, row 0 = up) is the one `EnvironmentMap` uses.
+- sun of 40 deg angular diameter + a spot (20 deg cone, blend 0.6) whose soft edge crosses the sphere,
+  SH per surface point: 4.4%.
 """
 
 from __future__ import annotations
@@ -254,3 +256,34 @@ def test_environment_map_orientation_matches_cycles():
     print(f"environment: mean rel. error vs SH {err:.4f} (left-right mirrored map: {err_mirrored:.4f})")
     assert err <= 0.05
     assert err_mirrored > 3 * err
+
+
+def test_wide_sun_and_spot_blend_match_cycles():
+    """Sun of 40 deg angular diameter (radiance S / (pi sin^2 20deg)) plus a spot whose blended cone edge
+    crosses the sphere (same P / 4pi intensity, smoothstep edge), SH per surface point."""
+    to_sun = np.array([0.6, -0.5, 0.6])
+    to_sun /= np.linalg.norm(to_sun)
+    spot_pos = np.array([-2.0, -5.0, 0.0])
+    aim = np.array([0.25, 0.0, -0.5]) - spot_pos  # the cone axis misses the centre: its edge shows
+    aim /= np.linalg.norm(aim)
+    size, blend = math.radians(20), 0.6
+
+    def setup(sc):
+        _set_world(sc, (0.05, 0.05, 0.05), 1.0)
+        sun = _add_light(sc, "SUN", 1.5, direction=to_sun)
+        sun.angle = math.radians(40)
+        spot = _add_light(sc, "SPOT", 2000.0, location=tuple(spot_pos), direction=-aim)
+        spot.spot_size = size
+        spot.spot_blend = blend
+        spot.shadow_soft_size = 0.0
+
+    img = _render(setup)
+    n, valid = _pixels()
+    lights = [L.DirectionalLight(to_sun, (1, 1, 1), 1.5, math.radians(40)),
+              L.SpotLight(spot_pos, aim, (1, 1, 1), 2000.0, size, blend, 0.0), L.WorldColor((0.05,) * 3, 1.0)]
+    pred = _per_point_prediction(lights, n, valid)
+    lum = pred @ S.LUMA
+    sel = valid & (lum > 0.1 * lum[valid].max())
+    err = _mean_rel(img, pred, sel)
+    print(f"wide sun + spot: mean rel. error vs per-point SH {err:.4f}")
+    assert err <= 0.10

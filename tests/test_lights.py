@@ -127,6 +127,12 @@ def test_point_light_units_and_inverse_square():
     assert np.allclose(moved, light.sh() * 9 / 4)
 
 
+def test_inside_a_sphere_light_is_uniform():
+    light = L.PointLight([0.0, -0.1, 0.0], (1, 1, 1), 100.0, radius=0.5)
+    e = S.shade(NORMALS, light.sh())[:, 0]
+    assert np.allclose(e, math.pi * 100.0 / (4 * math.pi) / (math.pi * 0.25))
+
+
 @pytest.mark.parametrize("radius, max_err", [(0.7, 0.03), (0.5, 0.06)])
 def test_sphere_light_matches_monte_carlo(radius, max_err):
     """Sphere light 1 m away: ray-cast MC vs shade(); radius 0.7 (44 deg) is smooth (<= 3%)."""
