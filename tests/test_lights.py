@@ -405,6 +405,11 @@ def test_preview_light_sequence_frame_and_errors(tmp_path, capsys):
     out = tmp_path / "f1.png"
     assert main(["preview-light", str(p), "-o", str(out), "--size", "32", "--frame", "1"]) == 0
     assert out.is_file()
+    fixed = tmp_path / "fixed.png"
+    assert main(["preview-light", str(p), "-o", str(fixed), "--size", "32", "--exposure", "-20"]) == 0
+    import imageio.v3 as iio
+
+    assert iio.imread(fixed)[16, 16, :3].max() == 0  # a fixed, very low exposure: black sphere
     assert main(["preview-light", str(p), "-o", str(out), "--frame", "5"]) == 2
     assert main(["preview-light", str(tmp_path / "nope.txt"), "-o", str(out)]) == 2
     err = capsys.readouterr().err
