@@ -322,7 +322,7 @@ def normals_from_depth(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Cam-space unit normals (H, W, 3) float32 from a depth map (H, W) (= -z, > 0), oriented toward
     the camera: the cross product of the back-projected points' finite differences, in closed form.
 
-    P(u, v) = D (a, b, -1) with a = (u - cx) / fx, b = -(v - cy) / fy; n ~ dP/dv x dP/du.
+    P(u, v) = D (a, b, -1) with a = (u - cx) / fx, b = -(v - cy) / fy; n ~ -(dP/du x dP/dv).
     """
     h, w = depth.shape
     k = cam.k_matrix(k)
@@ -333,9 +333,9 @@ def normals_from_depth(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
     du = np.gradient(d, axis=1)
     dv = np.gradient(d, axis=0)
     # dP/du = du (a, b, -1) + d (1/fx, 0, 0);  dP/dv = dv (a, b, -1) + d (0, -1/fy, 0)
-    # n = dP/dv x dP/du, simplified (the d^2 factor dropped after dividing by d):
-    nx = -du * ify
-    ny = dv * ifx
+    # n = -(dP/du x dP/dv) / d = (du/fy, -dv/fx, a du/fy - b dv/fx + d/(fx fy))  (toward the camera)
+    nx = du * ify
+    ny = -dv * ifx
     nz = d * ifx * ify + a * du * ify - b * dv * ifx
     norm = np.sqrt(nx * nx + ny * ny + nz * nz)
     norm = np.maximum(norm, np.float32(1e-12))
@@ -389,6 +389,7 @@ def _rest_surface(person: np.ndarray, face: MeshRaster, k: np.ndarray, px_per_un
         return d_small, n_small, base
     depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
     normals = cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    normals /= np.maximum(np.sqrt(np.einsum("hwc,hwc->hw", normals, normals)), 1e-6)[..., None]
     return depth, normals, base
 
 

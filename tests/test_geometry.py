@@ -1,0 +1,188 @@
+"""geometry.py: triangles from edges, the z-buffered rasteriser on a sphere with known normals, depth
+normals, and the per-frame maps on the astronaut (landmark mesh normals, labels, seam)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from relight_core import camera as cam
+from relight_core import geometry, track
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    c = np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(c, -1.0, 1.0)))
+
+
+def uv_sphere(centre: np.ndarray, radius: float, n_lat: int = 48, n_lon: int = 96
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """A tessellated sphere -> (vertices (V, 3), outward-wound faces (T, 3))."""
+    th = np.linspace(0, np.pi, n_lat + 1)
+    ph = np.linspace(0, 2 * np.pi, n_lon, endpoint=False)
+    t, p = np.meshgrid(th, ph, indexing="ij")
+    v = np.stack([np.sin(t) * np.cos(p), np.cos(t), np.sin(t) * np.sin(p)], axis=-1).reshape(-1, 3)
+    idx = np.arange(len(v)).reshape(n_lat + 1, n_lon)
+    a, b = idx[:-1], np.roll(idx[:-1], -1, axis=1)
+    c, d = idx[1:], np.roll(idx[1:], -1, axis=1)
+    tris = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([b, d, c], -1).reshape(-1, 3)])
+    tris = tris[[len(set(x)) == 3 for x in tris]]
+    fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
+    flip = np.einsum("ij,ij->i", fn, v[tris].mean(axis=1)) < 0
+    tris[flip] = tris[flip][:, [0, 2, 1]]
+    return v * radius + centre, tris.astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------- topology
+
+def test_triangles_from_edges_drops_separating_triangles() -> None:
+    # a triangle (0, 1, 2) split into three by a centre vertex 3, with a face on each outer edge:
+    # the 3-clique (0, 1, 2) separates vertex 3 from the rest and is not a face
+    pts = np.array([[0, 0, 0], [1, 0, 0], [0.5, 1, 0], [0.5, 0.4, 0], [0.5, -0.8, 0], [1.3, 0.9, 0],
+                    [-0.3, 0.9, 0]], float)
+    edges = [(0, 1), (1, 2), (2, 0), (0, 3), (1, 3), (2, 3), (0, 4), (1, 4), (1, 5), (2, 5), (2, 6), (0, 6)]
+    tris = geometry.triangles_from_edges(edges, pts)
+    assert sorted(tuple(sorted(t)) for t in tris) == [(0, 1, 3), (0, 1, 4), (0, 2, 3), (0, 2, 6),
+                                                      (1, 2, 3), (1, 2, 5)]
+    fn = np.cross(pts[tris[:, 1]] - pts[tris[:, 0]], pts[tris[:, 2]] - pts[tris[:, 0]])
+    assert np.all(fn[:, 2] > 0)  # wound toward +z
+
+
+def test_face_mesh_triangles_form_a_consistent_surface() -> None:
+    tris = geometry.face_triangles()
+    assert 800 < len(tris) < 900
+    use: dict[frozenset, list[tuple[int, int]]] = {}
+    for t in tris:
+        for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0])):
+            use.setdefault(frozenset((a, b)), []).append((a, b))
+    assert max(len(u) for u in use.values()) == 2
+    # consistent winding: the two faces of an interior edge run it in opposite directions
+    assert all(u[0] == u[1][::-1] for u in use.values() if len(u) == 2)
+    nf = track.neutral_face()
+    fn = np.cross(nf[tris[:, 1]] - nf[tris[:, 0]], nf[tris[:, 2]] - nf[tris[:, 0]])
+    assert np.mean(np.einsum("ij,ij->i", fn, nf[tris].mean(axis=1)) > 0) > 0.98  # outward
+
+
+def test_region_polygons() -> None:
+    regions = geometry.region_polygons()
+    assert [len(p) for p in regions[geometry.EYES]] == [16, 16]
+    assert [len(p) for p in regions[geometry.BROWS]] == [10, 10]
+    assert [len(p) for p in regions[geometry.LIPS]] == [20]
+
+
+# --------------------------------------------------------------------------------------------- raster
+
+def test_rasterizer_on_a_sphere_with_known_normals() -> None:
+    h = w = 256
+    k = cam.k_matrix(cam.intrinsics_from_fov(30.0, w, h))
+    centre = np.array([0.1, -0.05, -3.0])
+    r = 0.4
+    v, tris = uv_sphere(centre, r)
+    ras = geometry.render_mesh(v, tris, k, h, w)
+    # analytic: intersect each covered pixel's ray with the sphere
+    dirs = cam.unproject(np.stack([ras.xs + 0.5, ras.ys + 0.5], -1), np.ones(len(ras.xs)), k)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    b = dirs @ centre
+    disc = b * b - (centre @ centre - r * r)
+    hit = disc > 0
+    s = b[hit] - np.sqrt(disc[hit])
+    p = dirs[hit] * s[:, None]
+    n_true = (p - centre) / r
+    err = _angle_deg(ras.normals[hit], n_true)
+    # OpenCV's polygon fill also takes pixels that the edges touch: the silhouette grows by < 1 px
+    assert hit.mean() > 0.97
+    facing = np.einsum("ij,ij->i", n_true, -dirs[hit]) > 0.25  # not grazing the silhouette
+    assert np.mean(err) < 0.5 and np.percentile(err, 99) < 4.0
+    assert np.percentile(err[facing], 99) < 2.0
+    derr = np.abs(ras.depth[hit] + p[:, 2])
+    assert np.percentile(derr[facing], 99) < 0.01 and np.median(derr) < 0.002  # depth = -z, head units
+    # silhouette area matches the projected disc
+    radius_px = k[0, 0] * r / np.sqrt(centre @ centre - r * r)
+    assert ras.cover.sum() == pytest.approx(np.pi * radius_px**2, rel=0.03)
+
+
+def test_rasterizer_z_buffer_keeps_the_nearer_triangle() -> None:
+    px = np.array([[10, 10], [50, 10], [10, 50], [12, 12], [52, 12], [12, 52]], float)
+    depth = np.array([5, 5, 5, 3, 3, 3], float)
+    tris = np.array([[3, 4, 5], [0, 1, 2]])  # near one listed first: order must come from depth
+    ids, bary = geometry.rasterize(px, depth, tris, 64, 64)
+    assert ids[20, 20] == 0 and ids[11, 11] == 1 and ids[60, 60] == -1
+    assert np.allclose(bary[ids >= 0].sum(axis=1), 1.0)
+
+
+def test_normals_from_depth_of_a_tilted_plane() -> None:
+    h = w = 64
+    k = cam.k_matrix(cam.intrinsics_from_fov(40.0, w, h))
+    n_true = np.array([0.3, -0.2, 1.0])
+    n_true /= np.linalg.norm(n_true)
+    # plane n . p = -2 ; ray p = d (a, b, -1): d = -2 / (n . (a, b, -1))
+    ys, xs = np.mgrid[0:h, 0:w]
+    ray = cam.unproject(np.stack([xs + 0.5, ys + 0.5], -1), np.ones((h, w)), k)
+    d = -2.0 / (ray @ n_true)
+    n = geometry.normals_from_depth(d.astype(np.float32), k)
+    assert _angle_deg(n[2:-2, 2:-2], n_true).max() < 0.1
+
+
+# --------------------------------------------------------------------------------------------- astronaut
+
+@pytest.fixture(scope="module")
+def astro_geo(astronaut: np.ndarray):
+    a = track.analyze_footage(track.ArrayFootage([astronaut]))
+    return a, geometry.build_geometry(a, 0, 512, 512)
+
+
+def test_geometry_maps_on_the_astronaut(astro_geo) -> None:
+    a, g = astro_geo
+    assert g.points.shape == (512, 512, 3) and g.normals.shape == (512, 512, 3)
+    for arr in (g.points, g.depth, g.normals, g.face_mask, g.alpha):
+        assert arr.dtype == np.float32 and np.isfinite(arr).all()
+    person = g.alpha > 0.5
+    assert np.all(g.depth[person] > 0) and np.all(g.depth[~person] == 0) and np.all(g.points[..., 2] < 0)
+    assert np.allclose(g.points[person][:, 2], -g.depth[person])
+    assert np.allclose(np.linalg.norm(g.normals, axis=-1), 1.0, atol=1e-4)
+    counts = np.bincount(g.labels.ravel(), minlength=6)
+    assert all(counts[lab] > 50 for lab in range(6)), counts
+    assert counts[geometry.SKIN] > 4000
+    # normals face the camera
+    face = g.face_mask > 0.5
+    assert np.mean(np.sum(g.normals[face] * -g.points[face], axis=-1) > 0) > 0.99
+    # the eyes sit inside the face, the iris centres project into the eye regions
+    iris = a.landmarks[0, [468, 473], :2].astype(int)
+    assert all(g.labels[y, x] == geometry.EYES for x, y in iris)
+
+
+def test_astronaut_face_normals_match_the_mesh(astro_geo) -> None:
+    import cv2
+
+    _, g = astro_geo
+    k, verts, tris = g.K, g.vertices.astype(np.float64), geometry.face_triangles()
+    px = cam.project(verts, k)
+    ids, bary = geometry.rasterize(px, -verts[:, 2], tris, 512, 512)
+    fn = np.cross(verts[tris[:, 1]] - verts[tris[:, 0]], verts[tris[:, 2]] - verts[tris[:, 0]])
+    fn /= np.linalg.norm(fn, axis=1, keepdims=True)
+    seam_px = geometry.SEAM_WIDTH * k[0, 0] / np.mean(-verts[:, 2])
+    inner = cv2.distanceTransform((ids >= 0).astype(np.uint8), cv2.DIST_L2, 3) > seam_px
+    ys, xs = np.nonzero(inner)
+    # exactly the interpolated vertex normals away from the seam
+    vn = geometry.vertex_normals(verts, tris)
+    n = np.einsum("nkc,nk->nc", vn[tris[ids[ys, xs]]], bary[ys, xs])
+    assert _angle_deg(g.normals[ys, xs], n).max() < 0.1
+    # smooth normals vs the flat triangle normals: the facet-to-facet roughness of the landmark mesh
+    err = _angle_deg(g.normals[ys, xs], fn[ids[ys, xs]])
+    assert np.median(err) < 12.0 and np.mean(err) < 14.0
+    # and they point the way the face does: toward the camera, mostly
+    assert np.median(g.normals[ys, xs][:, 2]) > 0.8
+
+
+def test_seam_joins_face_and_rest(astro_geo) -> None:
+    _, g = astro_geo
+    import cv2
+
+    face = (g.face_mask > 0).astype(np.uint8)
+    ring = cv2.dilate(face, np.ones((5, 5), np.uint8)) - cv2.erode(face, np.ones((5, 5), np.uint8))
+    ring = ring.astype(bool) & (g.alpha > 0.5)
+    gy, gx = np.gradient(g.depth)
+    grad = np.hypot(gx, gy)
+    face_px = g.depth[g.face_mask > 0.5]
+    # no step at the boundary: depth changes per pixel there stay small next to the face's depth range
+    assert np.percentile(grad[ring], 95) < 0.1 * (face_px.max() - face_px.min())
