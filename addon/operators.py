@@ -244,6 +244,11 @@ class RelightRun:
             sc.portrait_relight.status = ""
 
 
+def can_run_modal(context) -> bool:
+    """A modal run needs a window and Blender's event loop (not `blender -b`)."""
+    return not bpy.app.background and context.window is not None
+
+
 class _RelightBase:
     bl_options = {"REGISTER"}
 
@@ -263,27 +268,9 @@ class _RelightBase:
         act = sequencer.active_strip(seq_scene)
         return [act] if act is not None else sequencer.selected_or_active(seq_scene)[:1]
 
-    def _report(self, level: str, msg: str) -> None:
-        self.report({level}, msg)
-        if bpy.app.background:
-            print(f"Portrait Relight: {msg}", flush=True)
-
-    def _begin(self, context):
-        strips = self._strips(context)
-        if not strips:
-            self.report({"ERROR"}, "Select a movie or image strip in the sequencer first.")
-            return None
-        run = RelightRun(context, [s.name for s in strips], self._report)
-        _RUN.clear()
-        _RUN["run"] = run
-        if not run.start_next(context):
-            _RUN.clear()
-            return None
-        return run
-
     # ---------------------------------------------------------------- synchronous
     def execute(self, context):
-        run = self._begin(context)
+        run = begin_run(self, context, self._strips(context))
         if run is None:
             return {"CANCELLED"}
         try:
@@ -300,45 +287,84 @@ class _RelightBase:
 
     # ---------------------------------------------------------------- modal
     def invoke(self, context, event):
-        if self.synchronous or bpy.app.background or context.window is None:
+        if self.synchronous or not can_run_modal(context):
             return self.execute(context)
-        run = self._begin(context)
-        if run is None:
-            return {"CANCELLED"}
-        wm = context.window_manager
-        _RUN["timer"] = wm.event_timer_add(0.2, window=context.window)
-        _RUN["wm"] = wm
-        wm.progress_begin(0, 100)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return start_modal(self, context, self._strips(context))
 
     def modal(self, context, event):
-        run: RelightRun | None = _RUN.get("run")
-        if run is None:
-            return self._end(context)
-        if event.type == "ESC" and event.value == "PRESS":
-            run.cancel()
-        if event.type != "TIMER":
-            return {"PASS_THROUGH"}
-        running = run.tick(context)
-        s = context.scene.portrait_relight
-        _status(context, f"Portrait Relight  {s.status}  (Esc to cancel)" if running else None)
-        _RUN["wm"].progress_update(int(100 * s.progress))
-        _redraw(context)
-        return {"RUNNING_MODAL"} if running else self._end(context)
+        return modal_step(context, event)
 
-    def _end(self, context):
-        run: RelightRun | None = _RUN.get("run")
-        if run is not None:
-            run.close()
-        wm = _RUN.get("wm") or context.window_manager
-        if _RUN.get("timer") is not None:
-            wm.event_timer_remove(_RUN["timer"])
-        wm.progress_end()
-        _status(context, None)
+
+def _reporter(op):
+    """report(level, message) for a RelightRun: the operator's reports, also printed in background mode."""
+
+    def report(level: str, msg: str) -> None:
+        op.report({level}, msg)
+        if bpy.app.background:
+            print(f"Portrait Relight: {msg}", flush=True)
+
+    return report
+
+
+def begin_run(op, context, strips: list) -> RelightRun | None:
+    """Create the run for `strips` and start its first worker (None when nothing could be started)."""
+    if not strips:
+        op.report({"ERROR"}, "Select a movie or image strip in the sequencer first.")
+        return None
+    run = RelightRun(context, [s.name for s in strips], _reporter(op))
+    _RUN.clear()
+    _RUN["run"] = run
+    if not run.start_next(context):
         _RUN.clear()
-        _redraw(context)
-        return {"FINISHED"}
+        return None
+    return run
+
+
+def start_modal(op, context, strips: list, add_handler: bool = True) -> set:
+    """Start a run driven by a window-manager timer; `op.modal` then calls `modal_step`."""
+    if begin_run(op, context, strips) is None:
+        return {"CANCELLED"}
+    _RUN["op"] = op
+    wm = context.window_manager
+    _RUN["wm"] = wm
+    if add_handler:
+        _RUN["timer"] = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(op)
+    wm.progress_begin(0, 100)
+    return {"RUNNING_MODAL"}
+
+
+def modal_step(context, event) -> set:
+    """One modal event: Esc cancels, a timer tick polls the worker and updates progress."""
+    run: RelightRun | None = _RUN.get("run")
+    if run is None:
+        return end_modal(context)
+    if event.type == "ESC" and event.value == "PRESS":
+        run.cancel()
+        return {"RUNNING_MODAL"}
+    if event.type != "TIMER":
+        return {"PASS_THROUGH"}
+    running = run.tick(context)
+    s = context.scene.portrait_relight
+    _status(context, f"Portrait Relight  {s.status}  (Esc to cancel)" if running else None)
+    _RUN["wm"].progress_update(int(100 * s.progress))
+    _redraw(context)
+    return {"RUNNING_MODAL"} if running else end_modal(context)
+
+
+def end_modal(context) -> set:
+    """Close the run: stop a worker still alive, remove the timer, clear progress and status."""
+    run: RelightRun | None = _RUN.get("run")
+    if run is not None:
+        run.close()
+    wm = _RUN.get("wm") or context.window_manager
+    if _RUN.get("timer") is not None:
+        wm.event_timer_remove(_RUN["timer"])
+    wm.progress_end()
+    _status(context, None)
+    _RUN.clear()
+    _redraw(context)
+    return {"FINISHED"}
 
 
 class PORTRAIT_RELIGHT_OT_relight(_RelightBase, bpy.types.Operator):

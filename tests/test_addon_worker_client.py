@@ -225,3 +225,57 @@ def test_headless_farm_command_on_a_saved_blend(fake, tmp_path):
     res = subprocess.run([sys.executable, "-c", check, str(blend)], capture_output=True, text=True,
                          timeout=120)
     assert "STRIP 5 3" in res.stdout, res.stderr[-2000:]
+
+
+class _Event:
+    def __init__(self, type_: str, value: str = "NOTHING"):
+        self.type, self.value = type_, value
+
+
+class _Op:
+    """Stands in for the operator instance (bpy cannot invoke operators without an event loop)."""
+
+    def __init__(self):
+        self.reports: list[tuple[str, str]] = []
+
+    def report(self, levels, msg):
+        self.reports.append((next(iter(levels)), msg))
+
+
+@pytest.mark.parametrize("esc", [False, True])
+def test_modal_run_with_timer_events(fake, monkeypatch, esc):
+    """The interactive path, fed timer events as Blender's event loop would: starting returns at once
+    while the worker runs; ticks bring the strip in; Esc cancels (partial strip); the run, the progress
+    and the status are cleared afterwards. A second run cannot start while one is in progress."""
+    import time
+
+    from portrait_relight import operators, sequencer
+
+    sc, make, _ = fake
+    monkeypatch.setenv("FAKE_DELAY", "0.2" if esc else "0.02")
+    strip = make("modal", 8, start=2)
+    op = _Op()
+    t0 = time.monotonic()
+    assert operators.start_modal(op, bpy.context, [strip], add_handler=False) == {"RUNNING_MODAL"}
+    assert time.monotonic() - t0 < 5.0  # returns while the worker runs
+    assert sc.portrait_relight.is_running and operators.running_job() is not None
+    assert not bpy.ops.portrait_relight.relight.poll()
+    ret, esc_sent = {"RUNNING_MODAL"}, False
+    end = time.monotonic() + 60
+    while ret == {"RUNNING_MODAL"} and time.monotonic() < end:
+        job = operators.running_job()
+        if esc and not esc_sent and job is not None and len(job.state.frames) >= 2:
+            assert operators.modal_step(bpy.context, _Event("ESC", "PRESS")) == {"RUNNING_MODAL"}
+            esc_sent = True
+        assert operators.modal_step(bpy.context, _Event("MOUSEMOVE")) == {"PASS_THROUGH"}
+        ret = operators.modal_step(bpy.context, _Event("TIMER"))
+        time.sleep(0.05)
+    assert ret == {"FINISHED"}
+    assert operators._RUN == {} and not sc.portrait_relight.is_running and sc.portrait_relight.status == ""
+    new = sequencer.strips_of(sc).get("modal relit")
+    if esc:
+        assert 2 <= new.frame_final_duration < 8 and "partial" in sc.portrait_relight.last_result
+        assert op.reports[-1][0] == "WARNING"
+    else:
+        assert new.frame_final_duration == 8 and new.frame_final_start == 2
+        assert op.reports[-1][0] == "INFO"
