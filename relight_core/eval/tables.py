@@ -13,7 +13,7 @@ import numpy as np
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    """A table cell: floats with `digits` significant decimals, NaN/None as an en dash."""
+    """A table cell: floats with `digits` decimals (scientific below 1e-3), NaN/None as an en dash."""
     if value is None:
         return "–"
     if isinstance(value, (float, np.floating)):
@@ -22,8 +22,8 @@ def fmt(value: Any, digits: int = 4) -> str:
             return "–"
         if math.isinf(v):
             return "inf"
-        if v != 0 and abs(v) < 10 ** -(digits - 1):
-            return f"{v:.{digits - 1}e}"
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.{max(digits - 1, 1)}e}"
         return f"{v:.{digits}f}"
     return str(value)
 
