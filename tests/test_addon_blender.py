@@ -425,3 +425,49 @@ def test_preset_lighting_source(scene, tmp_path):
     s.output_dir = str(tmp_path / "out")
     assert bpy.ops.portrait_relight.export_request(filepath=str(tmp_path / "r.json")) == {"FINISHED"}
     assert json.loads((tmp_path / "r.json").read_text())["lighting"] == {"preset": names[0]}
+
+
+class _CheckingLayout:
+    """A UILayout stand-in: every prop must exist on its data, every operator must be registered."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def prop(self, data, name, **_kw):
+        assert name in data.bl_rna.properties, name
+        self.seen.append(name)
+
+    def operator(self, idname, **_kw):
+        mod, op = idname.split(".")
+        assert hasattr(getattr(bpy.ops, mod), op), idname
+        self.seen.append(idname)
+
+    def __getattr__(self, name):  # row(), column(), box(), label(), progress(), template_icon(), ...
+        def any_call(*_a, **_kw):
+            return self
+
+        return any_call
+
+
+def test_panels_draw_with_registered_props_and_operators(scene, tmp_path):
+    from portrait_relight import panels
+
+    files = write_png_frames(tmp_path / "f", [np.full((8, 8, 3), 50, np.uint8)] * 2)
+    add_image_strip(scene, files)
+    s = scene.portrait_relight
+    seen_all: set = set()
+    for source in ("SCENE", "PRESET", "REFERENCE", "FILE"):
+        for view in ("SOURCE", "SCENE"):
+            s.lighting_source, s.view = source, view
+            seen = []
+            for fn in (panels.draw_main, panels.draw_lighting, panels.draw_view, panels.draw_output):
+                fn(_CheckingLayout(seen), bpy.context)
+            assert "portrait_relight.relight" in seen and "output_format" in seen
+            seen_all |= set(seen)
+    assert {"preset", "reference_image", "light_file", "camera", "portrait_relight.add_head_rig"} <= seen_all
+    prefs = bpy.context.preferences.addons["portrait_relight"].preferences
+    seen = []
+    stand_in = type("P", (), {"layout": _CheckingLayout(seen), "bl_rna": prefs.bl_rna, **{
+        k: getattr(prefs, k) for k in ("engine_python", "device", "cache_dir", "engine_status")}})()
+    type(prefs).draw(stand_in, bpy.context)
+    assert {"engine_python", "device", "cache_dir", "portrait_relight.check_engine"} <= set(seen)
