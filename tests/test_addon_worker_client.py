@@ -279,3 +279,22 @@ def test_modal_run_with_timer_events(fake, monkeypatch, esc):
     else:
         assert new.frame_final_duration == 8 and new.frame_final_start == 2
         assert op.reports[-1][0] == "INFO"
+
+
+def test_resume_only_for_the_same_request(fake):
+    """The engine keeps finished frames when resuming, so the add-on resumes only an identical request:
+    new light energy re-renders everything."""
+    import json
+
+    sc, make, _ = fake
+    make("again", 2, start=1)
+
+    def run_and_seen():
+        assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}
+        out = Path(sc.portrait_relight.last_output)
+        return json.loads((out / "request_seen.json").read_text())["resume"]
+
+    assert run_and_seen() is False
+    assert run_and_seen() is True
+    next(o for o in sc.objects if o.type == "LIGHT").data.energy = 7.0
+    assert run_and_seen() is False
