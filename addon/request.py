@@ -31,14 +31,19 @@ def _animated(idblocks) -> bool:
     return False
 
 
+def _may_move(obj) -> bool:
+    """An object (or a parent) that is animated, driven or constrained (conservative)."""
+    chain = [obj] + list(getattr(obj, "parent_recursive", []))
+    return _animated(chain) or any(len(o.constraints) > 0 for o in chain)
+
+
 def lighting_animated(scene, anchor) -> bool:
     """Whether the lights, World, anchor or scene (exposure) may change over time."""
-    ids = [scene, anchor, scene.world, getattr(scene.world, "node_tree", None)]
-    for obj in scene.objects:
-        if obj.type == "LIGHT":
-            ids += [obj, obj.data]
-            ids += list(obj.parent_recursive) if hasattr(obj, "parent_recursive") else []
-    return _animated(ids)
+    if _animated([scene, scene.world, getattr(scene.world, "node_tree", None)]):
+        return True
+    if anchor is not None and _may_move(anchor):
+        return True
+    return any(obj.type == "LIGHT" and (_may_move(obj) or _animated([obj.data])) for obj in scene.objects)
 
 
 def lighting_spec(context, scene, settings, frames: list[int]) -> dict:
