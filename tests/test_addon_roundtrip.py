@@ -93,7 +93,7 @@ def test_cancel_after_two_frames_leaves_partial_strip(shot):
     sc, make, tmp = shot
     from portrait_relight import operators, request
 
-    strip = make(10, "long", start=3)
+    strip = make(16, "long", start=3)
     s = sc.portrait_relight
     s.output_dir = str(tmp / "cancel")
     s.size = 128
@@ -106,7 +106,8 @@ def test_cancel_after_two_frames_leaves_partial_strip(shot):
     assert job.proc.poll() is not None  # no running process left
     level, msg = operators.finish_strip(sc, sc, strip, src, req, job)
     done = len(state.frames)
-    assert 2 <= done < 10, msg
+    print(f"cancelled after {done} of 16 frames")
+    assert 2 <= done < 16, msg
     from portrait_relight import sequencer
 
     new = sequencer.strips_of(sc).get("long relit")
