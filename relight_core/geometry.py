@@ -38,8 +38,9 @@ class Geometry:
 
     points (H, W, 3) float32 cam-space positions, head units (z < 0; outside the person: on the dome's
     base plane); depth (H, W) float32 = -z, 0 outside the person; normals (H, W, 3) float32 unit cam
-    space ((0, 0, 1) outside); face_mask (H, W) float32 0..1; alpha (H, W) float32 person matte 0..1;
-    labels (H, W) uint8 (module docstring); K (3, 3); vertices (478, 3) cam-space landmarks.
+    space ((0, 0, 1) outside the person, blended over its 1-2 px edge); face_mask (H, W) float32 0..1;
+    alpha (H, W) float32 person matte 0..1; labels (H, W) uint8 (module docstring); K (3, 3);
+    vertices (478, 3) cam-space landmarks.
     """
 
     points: np.ndarray
@@ -215,14 +216,17 @@ def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- raster
 
-def rasterize(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
-              cull: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Z-buffered triangle raster -> (triangle id (H, W) int32, -1 = none; barycentrics (H, W, 3) float32).
+def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
+                     cull: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Z-buffered triangle raster, sparse result -> (ids (H, W) int32 with -1 = none, ys (N,), xs (N,),
+    triangle (N,), barycentrics (N, 3) float32) for the N covered pixels.
 
     pixels (V, 2) image coordinates (pixel centres at +0.5), depth (V,) distance (smaller = nearer),
     tris (T, 3); cull (T,) bool marks triangles to skip (e.g. back faces). Triangles are drawn far to
-    near by mean depth (painter's algorithm, exact for a mesh seen from one side) with sub-pixel
-    precision; barycentrics are then solved per covered pixel.
+    near by mean depth (painter's algorithm, exact for a mesh seen from one side) with 1/16 px
+    precision by OpenCV; barycentrics are then evaluated per covered pixel from per-triangle affine
+    coefficients (clipped to the triangle: OpenCV also fills pixels its edges merely touch).
     """
     import cv2
 
@@ -232,25 +236,48 @@ def rasterize(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: i
     if cull is not None:
         order = order[~np.asarray(cull)[order]]
     ids = np.zeros((height, width), dtype=np.int32)
+    empty = np.zeros(0, np.int64)
+    if len(order) == 0:
+        return ids - 1, empty, empty, empty, np.zeros((0, 3), np.float32)
     fixed = np.round((px - 0.5) * 16.0).astype(np.int32)
     polys = fixed[tris]
-    for t in order:
-        cv2.fillConvexPoly(ids, polys[t], int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    for t in order.tolist():
+        cv2.fillConvexPoly(ids, polys[t], t + 1, lineType=cv2.LINE_8, shift=4)
     ids -= 1
-    bary = np.zeros((height, width, 3), dtype=np.float32)
-    ys, xs = np.nonzero(ids >= 0)
-    if len(ys) == 0:
-        return ids, bary
-    t = ids[ys, xs]
-    a, b, c = px[tris[t, 0]], px[tris[t, 1]], px[tris[t, 2]]
-    p = np.stack([xs + 0.5, ys + 0.5], axis=1)
-    e1, e2, q = b - a, c - a, p - a
+    # only look inside the drawn triangles' bounding box
+    used = px[tris[order]].reshape(-1, 2)
+    x0, y0 = np.maximum(np.floor(used.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(used.max(axis=0)).astype(int) + 2, (width, height))
+    sub = ids[y0:y1, x0:x1]
+    ys, xs = np.nonzero(sub >= 0)
+    tid = sub[ys, xs]
+    ys += y0
+    xs += x0
+    # per-triangle affine barycentrics: l1 = A1 x + B1 y + C1, l2 = A2 x + B2 y + C2
+    a, b, c = px[tris[:, 0]], px[tris[:, 1]], px[tris[:, 2]]
+    e1, e2 = b - a, c - a
     det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     det = np.where(np.abs(det) < 1e-12, 1e-12, det)
-    l1 = (q[:, 0] * e2[:, 1] - q[:, 1] * e2[:, 0]) / det
-    l2 = (e1[:, 0] * q[:, 1] - e1[:, 1] * q[:, 0]) / det
-    lam = np.clip(np.stack([1.0 - l1 - l2, l1, l2], axis=1), 0.0, 1.0)
-    lam /= np.maximum(lam.sum(axis=1, keepdims=True), 1e-12)
+    a1, b1 = e2[:, 1] / det, -e2[:, 0] / det
+    a2, b2 = -e1[:, 1] / det, e1[:, 0] / det
+    coef = np.stack([a1, b1, -(a1 * a[:, 0] + b1 * a[:, 1]), a2, b2, -(a2 * a[:, 0] + b2 * a[:, 1])], axis=1)
+    cf = coef.astype(np.float32)[tid]
+    fx = xs.astype(np.float32) + np.float32(0.5)
+    fy = ys.astype(np.float32) + np.float32(0.5)
+    l1 = cf[:, 0] * fx + cf[:, 1] * fy + cf[:, 2]
+    l2 = cf[:, 3] * fx + cf[:, 4] * fy + cf[:, 5]
+    lam = np.stack([1.0 - l1 - l2, l1, l2], axis=1)
+    np.clip(lam, 0.0, 1.0, out=lam)
+    lam /= np.maximum(lam.sum(axis=1, keepdims=True), np.float32(1e-6))
+    return ids, ys, xs, tid, lam
+
+
+def rasterize(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
+              cull: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense form of `rasterize_sparse` -> (triangle id (H, W) int32, -1 = none; barycentrics (H, W, 3)
+    float32)."""
+    ids, ys, xs, _, lam = rasterize_sparse(pixels, depth, tris, height, width, cull)
+    bary = np.zeros((height, width, 3), dtype=np.float32)
     bary[ys, xs] = lam
     return ids, bary
 
@@ -297,12 +324,10 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
     px = cam.project(v, k)
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
-    ids, bary = rasterize(px, -v[:, 2], tris, height, width, cull=back)
-    ys, xs = np.nonzero(ids >= 0)
-    tv = tris[ids[ys, xs]]
-    lam = bary[ys, xs]
+    ids, ys, xs, tid, lam = rasterize_sparse(px, -v[:, 2], tris, height, width, cull=back)
+    tv = tris[tid]
     vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32)
-    out = vals[tv[:, 0]] * lam[:, 0:1] + vals[tv[:, 1]] * lam[:, 1:2] + vals[tv[:, 2]] * lam[:, 2:3]
+    out = np.einsum("nkc,nk->nc", vals[tv], lam)
     n = out[:, :3] / np.maximum(np.sqrt(np.einsum("ij,ij->i", out[:, :3], out[:, :3])), 1e-6)[:, None]
     return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n)
 
@@ -358,11 +383,13 @@ def label_map(landmarks_px: np.ndarray, face: np.ndarray, person: np.ndarray) ->
     return labels
 
 
-def _rest_surface(person: np.ndarray, face: MeshRaster, k: np.ndarray, px_per_unit: float, seam_px: float
-                  ) -> tuple[np.ndarray, np.ndarray, float]:
+def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, ring_depth: np.ndarray,
+                  k: np.ndarray, px_per_unit: float, seam_px: float) -> tuple[np.ndarray, np.ndarray, float]:
     """The matte dome at (H, W) -> (depth (H, W) float32, normals (H, W, 3) float32, base depth).
 
-    Computed at half resolution when the frame is large (the dome is smooth) and resized back.
+    ring_*: pixels on the face boundary and the face depth there; the dome's base plane is set so that
+    base - height meets the face depth along that ring (median). Computed at half resolution when the
+    frame is large (the dome is smooth) and resized back.
     """
     import cv2
 
@@ -372,19 +399,16 @@ def _rest_surface(person: np.ndarray, face: MeshRaster, k: np.ndarray, px_per_un
                                              interpolation=cv2.INTER_AREA).astype(bool)
     k_small = cam.k_matrix(k) @ np.diag([1.0 / f, 1.0 / f, 1.0]) if f > 1 else cam.k_matrix(k)
     h_units = _dome_height(small, DOME_RADIUS * px_per_unit / f) * np.float32(f / px_per_unit)
-    # the base plane is set so that base - h meets the face depth along the face boundary
-    ring = face.cover & ~cv2.erode(face.cover.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    ys, xs = np.nonzero(ring)
-    if len(ys):
-        hs = h_units[np.minimum(ys // f, h_units.shape[0] - 1), np.minimum(xs // f, h_units.shape[1] - 1)]
-        dmap = np.zeros(person.shape, np.float32)
-        dmap[face.ys, face.xs] = face.depth
-        base = float(np.median(dmap[ys, xs] + hs))
+    if len(ring_ys):
+        hs = h_units[np.minimum(ring_ys // f, h_units.shape[0] - 1),
+                     np.minimum(ring_xs // f, h_units.shape[1] - 1)]
+        base = float(np.median(ring_depth + hs))
     else:
-        base = float(np.median(face.depth)) + DOME_RADIUS if len(face.depth) else 1.0 / px_per_unit
+        base = DOME_RADIUS + 1.0
     d_small = np.float32(base) - h_units
     sigma = max(0.6 * seam_px / f, 0.8)
     n_small = normals_from_depth(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small)
+    n_small[~small] = (0.0, 0.0, 1.0)
     if f == 1:
         return d_small, n_small, base
     depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -410,17 +434,20 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     d_mean = float(np.mean(-verts[:, 2]))
     px_per_unit = k[0, 0] / d_mean
     seam_px = max(SEAM_WIDTH * px_per_unit, 1.0)
-    d_rest, n_rest, base = _rest_surface(person, face, k, px_per_unit, seam_px)
-    # the face's normals from the mesh, blended into the rest's over a feathered seam
     inner = cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3)[face.ys, face.xs]
-    w_face = np.clip(inner / np.float32(seam_px), 0.0, 1.0)[:, None]
-    depth = d_rest
-    depth[face.ys, face.xs] = w_face[:, 0] * face.depth + (1.0 - w_face[:, 0]) * depth[face.ys, face.xs]
-    normals = n_rest
-    n = w_face * face.normals + (1.0 - w_face) * normals[face.ys, face.xs]
-    normals[face.ys, face.xs] = n / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6)[:, None]
+    ring = inner <= 1.0
+    depth, normals, base = _rest_surface(person, face.ys[ring], face.xs[ring], face.depth[ring], k,
+                                         px_per_unit, seam_px)
+    # the face: mesh depth and normals, blended into the rest's over a feathered seam inside its edge
+    core = inner >= seam_px
+    depth[face.ys[core], face.xs[core]] = face.depth[core]
+    normals[face.ys[core], face.xs[core]] = face.normals[core]
+    sy, sx = face.ys[~core], face.xs[~core]
+    w_face = (inner[~core] / np.float32(seam_px))[:, None]
+    depth[sy, sx] = w_face[:, 0] * face.depth[~core] + (1.0 - w_face[:, 0]) * depth[sy, sx]
+    n = w_face * face.normals[~core] + (1.0 - w_face) * normals[sy, sx]
+    normals[sy, sx] = n / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6)[:, None]
     outside = ~person
-    normals[outside] = (0.0, 0.0, 1.0)
 
     plane = np.where(outside, np.float32(base), depth)
     xs = (np.arange(width, dtype=np.float32) + np.float32(0.5 - k[0, 2])) * np.float32(1.0 / k[0, 0])
