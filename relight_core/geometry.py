@@ -30,6 +30,7 @@ from relight_core import camera as cam
 BACKGROUND, SKIN, EYES, BROWS, LIPS, REST = 0, 1, 2, 3, 4, 5
 DOME_RADIUS = 0.3        # head units: curvature radius of the matte dome (a neck / head-sized tube)
 SEAM_WIDTH = 0.04        # head units: width of the face / rest blend at the face boundary
+JOIN_WIDTH = 0.08        # head units: how far the face-boundary depth correction reaches into the rest
 
 
 @dataclass
@@ -399,13 +400,25 @@ def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, 
                                              interpolation=cv2.INTER_AREA).astype(bool)
     k_small = cam.k_matrix(k) @ np.diag([1.0 / f, 1.0 / f, 1.0]) if f > 1 else cam.k_matrix(k)
     h_units = _dome_height(small, DOME_RADIUS * px_per_unit / f) * np.float32(f / px_per_unit)
+    d_small = -h_units
     if len(ring_ys):
-        hs = h_units[np.minimum(ring_ys // f, h_units.shape[0] - 1),
-                     np.minimum(ring_xs // f, h_units.shape[1] - 1)]
-        base = float(np.median(ring_depth + hs))
+        ry = np.minimum(ring_ys // f, h_units.shape[0] - 1)
+        rx = np.minimum(ring_xs // f, h_units.shape[1] - 1)
+        base = float(np.median(ring_depth + h_units[ry, rx]))
+        # spread what is left at each ring pixel outward (normalised convolution), fading with distance,
+        # so that the dome meets the face all along its boundary and not only on average
+        resid = np.zeros_like(h_units)
+        mass = np.zeros_like(h_units)
+        np.add.at(resid, (ry, rx), (ring_depth - (base - h_units[ry, rx])).astype(np.float32))
+        np.add.at(mass, (ry, rx), 1.0)
+        s_px = max(JOIN_WIDTH * px_per_unit / f, 1.0)
+        resid = cv2.GaussianBlur(resid, (0, 0), s_px)
+        mass = cv2.GaussianBlur(mass, (0, 0), s_px)
+        line_mass = np.float32(0.5 / (np.sqrt(2.0 * np.pi) * s_px))  # mass next to a straight ring
+        d_small += resid / np.maximum(mass, 1e-6) * np.minimum(mass / line_mass, 1.0)
     else:
         base = DOME_RADIUS + 1.0
-    d_small = np.float32(base) - h_units
+    d_small += np.float32(base)
     sigma = max(0.6 * seam_px / f, 0.8)
     n_small = normals_from_depth(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small)
     n_small[~small] = (0.0, 0.0, 1.0)
