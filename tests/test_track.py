@@ -175,3 +175,29 @@ def test_trudeau_pose_agrees_with_eg3d_cameras(fixtures_dir: Path) -> None:
     assert diff[0] < 2.0  # yaw
     assert diff[1] < 5.0  # pitch (includes a constant offset between the two "frontal" conventions)
     assert np.corrcoef(ours[:, 0], ref[:, 0])[0, 1] > 0.9
+
+
+def test_still_head_jitter_is_smoothed(fixtures_dir: Path) -> None:
+    """lp_d9 frames 30-55 are the stillest stretch of the clip (found over all 587 frames)."""
+    from relight_core import io
+
+    footage = io.open_footage(fixtures_dir / "videos" / "lp_d9.mp4", frames=(24, 62))
+    a = track.analyze_footage(footage, matte=False)
+    rigid = list(track.RIGID_LANDMARKS)
+
+    def accel(x: np.ndarray) -> float:  # RMS second difference (px / frame^2) of the rigid landmarks
+        x = x[6:-6, rigid, :2].astype(np.float64)
+        return float(np.sqrt(np.mean(np.sum((x[2:] - 2 * x[1:-1] + x[:-2]) ** 2, axis=-1))))
+
+    raw, smooth = accel(a.landmarks_raw), accel(a.landmarks)
+    assert smooth < 0.4 * raw, (raw, smooth)
+    # the head pose from the smoothed track turns less from frame to frame than one from raw landmarks
+    raw_poses, prev = [], None
+    for lm in a.landmarks_raw:
+        prev, _ = track.solve_pose(lm, a.K, prev)
+        raw_poses.append(prev)
+
+    def turn(ps: list) -> float:  # mean rotation between consecutive frames, degrees
+        return float(np.mean([cam.rotation_angle_deg(ps[i], ps[i + 1]) for i in range(6, len(ps) - 7)]))
+
+    assert turn(list(a.cam_from_head)) < 0.5 * turn(raw_poses)
