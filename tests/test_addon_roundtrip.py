@@ -152,3 +152,32 @@ def test_exr_novel_view_round_trip(shot):
     assert img is not None and img.source == "SEQUENCE"
     _ = img.size[:]  # loads the header: a multilayer EXR turns the image into type MULTILAYER
     assert img.type == "MULTILAYER"
+
+
+@pytest.mark.xfail(reason="the engine's multilayer EXR names its layers rgba/albedo/...; Blender's sequencer "
+                          "shows the first layer in channel order (albedo) unless the colour layer is "
+                          "'Combined' or unprefixed RGBA", strict=False)
+def test_exr_strip_shows_the_rgba_layer(shot):
+    """What the sequencer renders for an EXR result strip should be the rgba layer, not another pass."""
+    OpenEXR = pytest.importorskip("OpenEXR")
+    sc, make, tmp = shot
+    make(1, "lay", start=1)
+    s = sc.portrait_relight
+    s.output_format, s.pass_normal, s.size = "exr", True, 64
+    s.output_dir = str(tmp / "lay_out")
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}, s.last_result
+    from portrait_relight import sequencer
+
+    new = sequencer.strips_of(sc).get("lay relit")
+    for st in sequencer.strips_of(sc):
+        st.mute = st != new
+    r = sc.render
+    sc.view_settings.view_transform = "Standard"
+    r.resolution_x = r.resolution_y = 64
+    r.use_sequencer, r.image_settings.file_format = True, "OPEN_EXR"
+    r.filepath = str(tmp / "seq.exr")
+    sc.frame_start = sc.frame_end = 1
+    bpy.ops.render.render(write_still=True)
+    shown = OpenEXR.File(str(tmp / "seq.exr")).parts[0].channels["RGBA"].pixels[..., :3]
+    rgba = OpenEXR.File(str(Path(new.directory, new.elements[0].filename))).parts[0].channels["rgba"].pixels
+    assert np.allclose(shown, rgba[..., :3], atol=2e-2)
