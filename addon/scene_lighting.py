@@ -69,6 +69,8 @@ def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
     here (see `scene_sh`). Hidden-in-render lights and zero-energy lights are skipped."""
     L = core_module("lights")
     inv = anchor_inverse(anchor)
+    # Blender units per head unit; a point/spot radius ignores the light object's own scale (as Cycles)
+    unit = float(np.linalg.norm(np.linalg.inv(inv)[:3, :3], axis=0).mean())
     lights: list = []
     keys: list[dict] = []
     for obj in scene.objects:
@@ -81,7 +83,7 @@ def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
         color = _light_color(data)
         pos, rot, scale = _local(inv, obj)
         emit = -rot[:, 2]  # Blender lights shine along their local -Z
-        radius = float(getattr(data, "shadow_soft_size", 0.0)) * float(scale.mean())
+        radius = float(getattr(data, "shadow_soft_size", 0.0)) / unit
         if data.type == "SUN":
             to_light = -emit
             lights.append(L.DirectionalLight(direction=to_light, color=color, strength=energy,

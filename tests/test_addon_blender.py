@@ -471,3 +471,40 @@ def test_panels_draw_with_registered_props_and_operators(scene, tmp_path):
         k: getattr(prefs, k) for k in ("engine_python", "device", "cache_dir", "engine_status")}})()
     type(prefs).draw(stand_in, bpy.context)
     assert {"engine_python", "device", "cache_dir", "portrait_relight.check_engine"} <= set(seen)
+
+
+def test_spot_and_area_lights_match_relight_core(scene):
+    """Spot (cone, blend, radius) and rectangular area light with a scaled object, anchor scaled x2: the
+    scene SH equals relight_core.lights on the same lights in anchor units."""
+    L = core("lights")
+    from portrait_relight import scene_lighting
+
+    anchor = bpy.data.objects.new("Anchor", None)
+    scene.collection.objects.link(anchor)
+    anchor.scale = (2.0, 2.0, 2.0)  # one head unit = 2 Blender units
+    anchor.location = (1.0, 0.0, 0.5)
+
+    spot_pos = np.array([0.3, -1.0, 0.8])  # anchor frame
+    spot = bpy.data.objects.new("Spot", bpy.data.lights.new("Spot", "SPOT"))
+    spot.data.energy, spot.data.spot_size, spot.data.spot_blend = 300.0, math.radians(50), 0.3
+    spot.data.shadow_soft_size = 0.2  # Blender units -> 0.1 head units
+    rot_s = look_rotation(-spot_pos + np.array([0.05, 0.0, 0.0]))
+    area_pos = np.array([-0.9, -0.7, 0.2])
+    area = bpy.data.objects.new("Area", bpy.data.lights.new("Area", "AREA"))
+    area.data.energy, area.data.shape, area.data.size, area.data.size_y = 150.0, "RECTANGLE", 0.6, 0.3
+    rot_a = look_rotation(-area_pos)
+    for obj, pos, rot, scale in ((spot, spot_pos, rot_s, 1.0), (area, area_pos, rot_a, 1.5)):
+        m = np.eye(4)
+        m[:3, :3] = rot * 2.0 * scale
+        m[:3, 3] = np.array([1.0, 0.0, 0.5]) + 2.0 * pos
+        set_matrix(obj, m)
+        scene.collection.objects.link(obj)
+    bpy.context.view_layer.update()
+    sh, keys = scene_lighting.scene_sh(scene, anchor)
+    expected = np.asarray(L.sh_from_lights([
+        L.SpotLight(position=spot_pos, direction=-rot_s[:, 2], power=300.0, spot_size=math.radians(50),
+                    spot_blend=0.3, radius=0.1 * 1.0),
+        L.AreaLight(position=area_pos, rotation=rot_a, shape="RECTANGLE", size=0.6 * 1.5, size_y=0.3 * 1.5,
+                    power=150.0)]))
+    assert np.abs(sh - expected).max() / np.abs(expected).max() < 1e-6
+    assert [k["type"] for k in keys] == ["point"]  # the small spot is also a key light
