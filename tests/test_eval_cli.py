@@ -136,3 +136,17 @@ def test_ablation_sphere_fit_and_patch_is_undone():
     with ablation.geometry_variant("flat"):
         assert geometry.build_geometry is not original
     assert geometry.build_geometry is original
+
+
+def test_view_rotation_input_view_is_identity_and_orbit_is_its_inverse():
+    a, b = np.radians(20.0), np.radians(-8.0)
+    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    cfh = np.eye(4)
+    cfh[:3, :3], cfh[:3, 3] = rx, (0.1, 0.0, -2.7)  # a head pitched down, in front of the camera
+    r0 = evaluate.new_from_input_rotation(np.linalg.inv(cfh), cfh)
+    np.testing.assert_allclose(r0, np.eye(3), atol=1e-12)
+    delta = np.eye(4)
+    delta[:3, :3] = ry  # the new camera = the input camera turned by ry (its pose in the input camera)
+    r = evaluate.new_from_input_rotation(np.linalg.inv(cfh) @ delta, cfh)
+    np.testing.assert_allclose(r, ry.T, atol=1e-12)

@@ -170,6 +170,13 @@ def _embed_all(embedder, frames: list[np.ndarray], every: int) -> dict[int, np.n
     return {i: embedder.embed(frames[i]) for i in range(0, len(frames), max(every, 1))}
 
 
+def new_from_input_rotation(cam2head: np.ndarray, cam_from_head_in: np.ndarray) -> np.ndarray:
+    """3x3 rotation taking input-camera vectors to the output camera's: p_new = cam2head^-1 cfh^-1 p_in."""
+    m = np.linalg.inv(np.asarray(cam2head, dtype=np.float64)) @ np.linalg.inv(
+        np.asarray(cam_from_head_in, dtype=np.float64))
+    return m[:3, :3]
+
+
 def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple[float, float],
                 embedder, id_every: int) -> dict[str, Any]:
     """Metrics of one finished run (see the module docstring) -> per-frame curves and means."""
@@ -191,8 +198,7 @@ def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple
         cfh_in = np.asarray(ctx.cam_from_head[i], dtype=np.float64)
         c2h = (by_index.get(ctx.indices[i], {}).get("view") or {}).get("cam2head")
         c2h_req = np.linalg.inv(cfh_in) if c2h is None else np.asarray(c2h, dtype=np.float64)
-        r_new_from_in = (np.linalg.inv(c2h_req) @ np.linalg.inv(cfh_in))[:3, :3]  # p_new = c2h^-1 cfh^-1 p_in
-        r_dpr = metrics.cam_rotation_to_dpr(r_new_from_in)
+        r_dpr = metrics.cam_rotation_to_dpr(new_from_input_rotation(c2h_req, cfh_in))
         if not bool(np.asarray(ana.valid)[i]):
             continue
         pose[i] = metrics.pose_error_deg(c2h_req, ana.cam_from_head[i])
