@@ -70,7 +70,8 @@ def shot(engine, tmp_path, astronaut):
 
 def test_strip_round_trip_through_worker(shot):
     sc, make, tmp = shot
-    strip = make(4, "astro", start=7)
+    strip = make(5, "astro", start=6)
+    strip.frame_offset_start = 1  # the strip shows source frames 1..4 from timeline frame 7
     s = sc.portrait_relight
     s.output_dir = str(tmp / "out")
     s.size = 256
@@ -85,7 +86,7 @@ def test_strip_round_trip_through_worker(shot):
     folder = Path(bpy.path.abspath(new.directory))
     files = [folder / e.filename for e in new.elements]
     assert len(files) == 4 and all(f.is_file() and f.stat().st_size > 0 for f in files)
-    assert [f.name for f in files] == [f"astro_{i:06d}.png" for i in range(4)]
+    assert [f.name for f in files] == [f"astro_{i:06d}.png" for i in range(1, 5)]
     assert "relit 4/4" in s.last_result
 
 
