@@ -171,3 +171,96 @@ def add_head_proxy(scene, anchor):
     obj.hide_render = True
     obj.hide_select = False
     return obj
+
+
+# --------------------------------------------------------------------------------------------- follow head
+
+SOURCE_CAMERA_NAME = "Source Camera"
+# Blender anchor-local -> head axes (contracts: head (x, y, z) = (bx, bz, -by)), as a 4x4
+_HEAD_FROM_ANCHOR = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
+
+
+def load_track(path: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(source frame indices (N,), cam_from_head (N, 4, 4), vertical FOV degrees) from the engine's cached
+    analysis (DIR/analysis.npz, written by the worker). ValueError when it is not readable."""
+    import json
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return (np.asarray(z["frame_indices"], dtype=np.int64),
+                    np.asarray(z["cam_from_head"], dtype=np.float64), float(meta["fov_deg"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path} is not a readable head track ({exc}); relight the strip once first.") \
+            from exc
+
+
+def anchor_in_camera(cam_from_head: np.ndarray) -> np.ndarray:
+    """(..., 4, 4) pose of the anchor (Blender head axes) in the source camera's local frame (OpenGL axes
+    = a Blender camera's local axes)."""
+    return np.asarray(cam_from_head, dtype=np.float64) @ _HEAD_FROM_ANCHOR
+
+
+def _quat_from_matrix(r: np.ndarray) -> np.ndarray:
+    """(w, x, y, z) unit quaternion of a 3x3 rotation."""
+    t = np.trace(r)
+    if t > 0:
+        s = 2.0 * math.sqrt(t + 1.0)
+        return np.array([0.25 * s, (r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s])
+    i = int(np.argmax(np.diag(r)))
+    j, k = (i + 1) % 3, (i + 2) % 3
+    s = 2.0 * math.sqrt(max(1.0 + r[i, i] - r[j, j] - r[k, k], 1e-12))
+    q = np.zeros(4)
+    q[0] = (r[k, j] - r[j, k]) / s
+    q[1 + i] = 0.25 * s
+    q[1 + j] = (r[j, i] + r[i, j]) / s
+    q[1 + k] = (r[k, i] + r[i, k]) / s
+    return q
+
+
+def _set_pose(obj, m: np.ndarray) -> None:
+    """Place an unparented object at a rigid (4, 4) world pose (location + quaternion, unit scale)."""
+    obj.rotation_mode = "QUATERNION"
+    obj.location = np.asarray(m)[:3, 3].tolist()
+    obj.rotation_quaternion = _quat_from_matrix(np.asarray(m)[:3, :3]).tolist()
+    obj.scale = (1.0, 1.0, 1.0)
+
+
+def follow_tracked_head(scene, anchor, track: tuple, first_source: int, timeline_start: int):
+    """Make the anchor follow the tracked head: a fixed "Source Camera" (the footage's camera, its FOV) is
+    placed so that the anchor keeps its current pose at the first tracked frame, and the anchor gets one
+    location/rotation key per tracked frame (timeline frame = timeline_start + index - first_source).
+    Returns the source camera. Lights stay where they are, so they now move relative to the head."""
+    indices, cam_from_head, fov = track
+    if len(indices) == 0:
+        raise ValueError("The head track is empty; relight the strip once first.")
+    a_cam = anchor_in_camera(cam_from_head)
+    a_cam[:, :3, 3] *= float(np.linalg.norm(np.array(anchor.matrix_world)[:3, :3], axis=0).mean())  # units
+    rest = _pose(anchor.matrix_world)
+    cam_world = rest @ np.linalg.inv(a_cam[0])
+    cam = bpy.data.objects.get(SOURCE_CAMERA_NAME)
+    if cam is None or cam.type != "CAMERA":
+        cam = bpy.data.objects.new(SOURCE_CAMERA_NAME, bpy.data.cameras.new(SOURCE_CAMERA_NAME))
+    _link(cam, scene)
+    cam.parent = None
+    cam.data.sensor_fit = "VERTICAL"
+    cam.data.sensor_height = SENSOR_HEIGHT_MM
+    cam.data.lens = SENSOR_HEIGHT_MM / (2.0 * math.tan(math.radians(fov) / 2.0))
+    _set_pose(cam, cam_world)
+    anchor.parent = None
+    if anchor.animation_data is not None:
+        anchor.animation_data_clear()
+    anchor.rotation_mode = "QUATERNION"
+    prev = None
+    for idx, m in zip(indices, a_cam, strict=True):
+        world = cam_world @ m
+        q = _quat_from_matrix(world[:3, :3])
+        if prev is not None and float(np.dot(q, prev)) < 0:
+            q = -q  # keep the quaternion path continuous
+        prev = q
+        frame = int(timeline_start + int(idx) - first_source)
+        anchor.location = world[:3, 3].tolist()
+        anchor.rotation_quaternion = q.tolist()
+        anchor.keyframe_insert("location", frame=frame)
+        anchor.keyframe_insert("rotation_quaternion", frame=frame)
+    return cam

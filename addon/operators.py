@@ -10,6 +10,7 @@ In background mode (`blender -b`) or with `synchronous=True` the same work runs 
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import bpy
@@ -95,6 +96,38 @@ class PORTRAIT_RELIGHT_OT_add_head_rig(bpy.types.Operator):
             scene.portrait_relight.camera = cam
         handlers.refresh_preview(scene, force=True)
         self.report({"INFO"}, f"Added '{anchor.name}' and '{cam.name}'")
+        return {"FINISHED"}
+
+
+class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
+    """Key the head anchor to the head tracked in the active strip (from the engine's cached analysis of a
+    previous run) and add the fixed Source Camera, so lights can be placed against the moving head"""
+
+    bl_idname = "portrait_relight.follow_head"
+    bl_label = "Follow Tracked Head"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        scene = context.scene
+        s = scene.portrait_relight
+        seq_scene = sequencer.sequencer_scene(context)
+        strip = sequencer.active_strip(seq_scene)
+        if strip is None or s.anchor is None:
+            self.report({"ERROR"}, "Select the relit source strip and add a head rig first.")
+            return {"CANCELLED"}
+        try:
+            src = sequencer.strip_source(strip)
+            path = os.path.join(request.strip_output(context, strip), "analysis.npz")
+            if not os.path.isfile(path):
+                raise ValueError(f"No head track at {path}; relight strip '{strip.name}' once first.")
+            track = camera_sync.load_track(path)
+            cam = camera_sync.follow_tracked_head(scene, s.anchor, track, (src.frames or (0, 1))[0],
+                                                  src.timeline_start)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        s.follow_head = True
+        self.report({"INFO"}, f"'{s.anchor.name}' follows {len(track[0])} tracked frames; '{cam.name}' added")
         return {"FINISHED"}
 
 
@@ -401,9 +434,11 @@ class PORTRAIT_RELIGHT_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig,
-           PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request,
-           PORTRAIT_RELIGHT_OT_relight, PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel)
+CLASSES = (
+    PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig, PORTRAIT_RELIGHT_OT_follow_head,
+    PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request, PORTRAIT_RELIGHT_OT_relight,
+    PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel,
+)
 
 
 def running_job() -> WorkerJob | None:

@@ -70,6 +70,9 @@ def draw_view(layout, context) -> None:
     if s.view == "SCENE":
         layout.prop(s, "camera")
     layout.operator("portrait_relight.add_head_rig", icon="OUTLINER_OB_EMPTY")
+    row = layout.row(align=True)
+    row.operator("portrait_relight.follow_head", icon="TRACKER")
+    row.prop(s, "follow_head", text="", icon="LINKED")
 
 
 def draw_output(layout, context) -> None:

@@ -72,6 +72,10 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         items=[("SOURCE", "Source Camera", "Keep the footage's own camera"),
                ("SCENE", "Scene Camera", "Re-render from the scene camera's pose relative to the head "
                                          "anchor, per frame")])
+    follow_head: BoolProperty(
+        name="Anchor Follows Head", default=False,
+        description="The anchor is keyed to the tracked head (Follow Tracked Head): lights are sent in the "
+                    "head's frame (light space Head), so lights fixed in the scene act as fixed on set")
     pass_rgba: BoolProperty(name="RGBA", default=True, description="Relit image with alpha")
     pass_albedo: BoolProperty(name="Albedo", default=False)
     pass_shading: BoolProperty(name="Shading", default=False)

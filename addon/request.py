@@ -91,6 +91,11 @@ def camera_spec(scene, settings, frames: list[int]) -> dict | None:
     return {"fov_deg": fov, "cam2head": poses.tolist()}
 
 
+def strip_output(context, strip) -> str:
+    """The output folder of a strip: <output root>/<strip name, made safe for file names>."""
+    return os.path.join(output_root(context.scene.portrait_relight, context), _safe_name(strip.name))
+
+
 def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.StripSource]:
     """(request dict, strip source) for one movie/image strip. Lights and camera come from
     `context.scene`, evaluated at the timeline frames the strip occupies. Raises ValueError."""
@@ -99,7 +104,7 @@ def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.Strip
     settings = scene.portrait_relight
     src = sequencer.strip_source(strip)
     frames = list(range(src.timeline_start, src.timeline_start + src.length))
-    out = os.path.join(output_root(settings, context), _safe_name(strip.name))
+    out = strip_output(context, strip)
     req = {
         "version": PROTOCOL_VERSION,
         "input": src.input,
@@ -110,7 +115,8 @@ def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.Strip
         "size": int(settings.size) or None,
         "device": get_prefs(context).device,
         "background": settings.background,
-        "light_space": settings.light_space,
+        "light_space": "head" if settings.follow_head and settings.lighting_source == "SCENE"
+        else settings.light_space,
         "resume": True,
         "lighting": lighting_spec(context, scene, settings, frames),
         "camera": camera_spec(scene, settings, frames),

@@ -508,3 +508,48 @@ def test_spot_and_area_lights_match_relight_core(scene):
                     power=150.0)]))
     assert np.abs(sh - expected).max() / np.abs(expected).max() < 1e-6
     assert [k["type"] for k in keys] == ["point"]  # the small spot is also a key light
+
+
+def test_follow_tracked_head(scene, tmp_path):
+    """A head track (the engine's analysis.npz: the head turns 0..24 degrees and drifts) keys the anchor so
+    that, seen from the fixed Source Camera, it reproduces cam_from_head per frame; the request then uses
+    light space 'head' with per-frame SH = the fixed sun rotated into each frame's head axes."""
+    C, S = core("camera"), core("sh")
+    n = 5
+    cfh = np.stack([np.eye(4)] * n)
+    for k in range(n):
+        cfh[k, :3, :3] = C.rot_y(6.0 * k) @ C.rot_x(2.0 * k)
+        cfh[k, :3, 3] = (0.05 * k, -0.02 * k, -3.0)
+    files = write_png_frames(tmp_path / "f", [np.full((8, 8, 3), 60, np.uint8)] * n)
+    strip = add_image_strip(scene, files, start=4)
+    s = scene.portrait_relight
+    s.output_dir = str(tmp_path / "out")
+    out = tmp_path / "out" / "clip"
+    out.mkdir(parents=True)
+    meta = json.dumps({"version": 1, "fov_deg": 14.0})
+    np.savez_compressed(out / "analysis.npz", meta=np.array(meta), frame_indices=np.arange(n),
+                        cam_from_head=cfh)
+    assert bpy.ops.portrait_relight.add_head_rig(proxy=False) == {"FINISHED"}
+    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+    sun.rotation_euler = (0.7, 0.2, -0.5)
+    scene.collection.objects.link(sun)
+    scene.sequence_editor.active_strip = strip
+    assert bpy.ops.portrait_relight.follow_head() == {"FINISHED"}
+    assert s.follow_head
+    src_cam = bpy.data.objects["Source Camera"]
+    assert src_cam.data.angle_y == pytest.approx(math.radians(14.0), abs=1e-4)
+    h4 = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [0, 0, 0, 1.0]])
+    rots = []
+    for k in range(n):
+        scene.frame_set(4 + k)
+        rel = np.linalg.inv(np.array(src_cam.matrix_world)) @ np.array(s.anchor.matrix_world)
+        assert np.allclose(rel @ np.linalg.inv(h4), cfh[k], atol=1e-5)
+        rots.append(np.array(s.anchor.matrix_world)[:3, :3])
+    s.view = "SOURCE"
+    assert bpy.ops.portrait_relight.export_request(filepath=str(tmp_path / "r.json")) == {"FINISHED"}
+    req = json.loads((tmp_path / "r.json").read_text())
+    assert req["light_space"] == "head"
+    sh = np.array(req["lighting"]["sh"])
+    assert sh.shape == (n, 9, 3)
+    for k in range(n):
+        assert np.allclose(sh[k], S.rotate_sh(sh[0], rots[k].T @ rots[0]), atol=1e-6)
