@@ -221,7 +221,7 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
                      cull: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Z-buffered triangle raster, sparse result -> (ids (H, W) int32 with -1 = none, ys (N,), xs (N,),
-    triangle (N,), barycentrics (N, 3) float32) for the N covered pixels.
+    triangle (N,), barycentrics (N, 3) float32) for the N covered pixels in row-major order.
 
     pixels (V, 2) image coordinates (pixel centres at +0.5), depth (V,) distance (smaller = nearer),
     tris (T, 3); cull (T,) bool marks triangles to skip (e.g. back faces). Triangles are drawn far to
@@ -245,15 +245,10 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     for t in order.tolist():
         cv2.fillConvexPoly(ids, polys[t], t + 1, lineType=cv2.LINE_8, shift=4)
     ids -= 1
-    # only look inside the drawn triangles' bounding box
-    used = px[tris[order]].reshape(-1, 2)
-    x0, y0 = np.maximum(np.floor(used.min(axis=0)).astype(int) - 1, 0)
-    x1, y1 = np.minimum(np.ceil(used.max(axis=0)).astype(int) + 2, (width, height))
-    sub = ids[y0:y1, x0:x1]
-    ys, xs = np.nonzero(sub >= 0)
-    tid = sub[ys, xs]
-    ys += y0
-    xs += x0
+    flat = ids.reshape(-1)
+    idx = np.flatnonzero(flat >= 0)
+    tid = flat[idx]
+    ys, xs = np.divmod(idx, width)
     # per-triangle affine barycentrics: l1 = A1 x + B1 y + C1, l2 = A2 x + B2 y + C2
     a, b, c = px[tris[:, 0]], px[tris[:, 1]], px[tris[:, 2]]
     e1, e2 = b - a, c - a
@@ -298,14 +293,15 @@ def interpolate(ids: np.ndarray, bary: np.ndarray, tris: np.ndarray, values: np.
 
 @dataclass
 class MeshRaster:
-    """A rasterised mesh, stored sparsely: covered pixels (ys, xs) (N,), their depth (N,) = -z and unit
-    normals (N, 3), plus the coverage map (H, W) bool."""
+    """A rasterised mesh, stored sparsely: covered pixels (ys, xs) (N,) and their flat index
+    idx = ys * W + xs, their depth (N,) = -z and unit normals (N, 3), plus the coverage map (H, W) bool."""
 
     cover: np.ndarray
     ys: np.ndarray
     xs: np.ndarray
     depth: np.ndarray
     normals: np.ndarray
+    idx: np.ndarray
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """(depth (H, W) float32, 0 outside; normals (H, W, 3) float32, (0, 0, 1) outside)."""
@@ -330,7 +326,7 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
     vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32)
     out = np.einsum("nkc,nk->nc", vals[tv], lam)
     n = out[:, :3] / np.maximum(np.sqrt(np.einsum("ij,ij->i", out[:, :3], out[:, :3])), 1e-6)[:, None]
-    return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n)
+    return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n, ys * width + xs)
 
 
 # --------------------------------------------------------------------------------------------- person
@@ -411,10 +407,12 @@ def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, 
         mass = np.zeros_like(h_units)
         np.add.at(resid, (ry, rx), (ring_depth - (base - h_units[ry, rx])).astype(np.float32))
         np.add.at(mass, (ry, rx), 1.0)
-        s_px = max(JOIN_WIDTH * px_per_unit / f, 1.0)
-        resid = cv2.GaussianBlur(resid, (0, 0), s_px)
-        mass = cv2.GaussianBlur(mass, (0, 0), s_px)
-        line_mass = np.float32(0.5 / (np.sqrt(2.0 * np.pi) * s_px))  # mass next to a straight ring
+        # two box filters of width b (a triangle kernel, O(1) per pixel whatever the width)
+        b = 2 * int(max(JOIN_WIDTH * px_per_unit / f, 1.0)) + 1
+        for _ in range(2):
+            resid = cv2.blur(resid, (b, b))
+            mass = cv2.blur(mass, (b, b))
+        line_mass = np.float32(0.5 / b)  # mass next to a straight ring, where the correction is full
         d_small += resid / np.maximum(mass, 1e-6) * np.minimum(mass / line_mass, 1.0)
     else:
         base = DOME_RADIUS + 1.0
@@ -441,25 +439,30 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     face = render_mesh(verts, face_triangles(), k, height, width)
     cover = face.cover
     alpha = analysis.matte_at(i, height, width)
-    alpha[face.ys, face.xs] = 1.0
+    idx = face.idx
+    alpha.reshape(-1)[idx] = 1.0
     person = alpha > 0.5
 
     d_mean = float(np.mean(-verts[:, 2]))
     px_per_unit = k[0, 0] / d_mean
     seam_px = max(SEAM_WIDTH * px_per_unit, 1.0)
-    inner = cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3)[face.ys, face.xs]
+    inner = np.take(cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3), idx)
     ring = inner <= 1.0
     depth, normals, base = _rest_surface(person, face.ys[ring], face.xs[ring], face.depth[ring], k,
                                          px_per_unit, seam_px)
     # the face: mesh depth and normals, blended into the rest's over a feathered seam inside its edge
-    core = inner >= seam_px
-    depth[face.ys[core], face.xs[core]] = face.depth[core]
-    normals[face.ys[core], face.xs[core]] = face.normals[core]
-    sy, sx = face.ys[~core], face.xs[~core]
-    w_face = (inner[~core] / np.float32(seam_px))[:, None]
-    depth[sy, sx] = w_face[:, 0] * face.depth[~core] + (1.0 - w_face[:, 0]) * depth[sy, sx]
-    n = w_face * face.normals[~core] + (1.0 - w_face) * normals[sy, sx]
-    normals[sy, sx] = n / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6)[:, None]
+    d_flat, n_flat = depth.reshape(-1), normals.reshape(-1, 3)
+    w_face = np.minimum(inner / np.float32(seam_px), 1.0)
+    seam = np.flatnonzero(w_face < 1.0)
+    d_new = face.depth.copy()
+    n_new = face.normals.copy()
+    ws = w_face[seam]
+    si = idx[seam]
+    d_new[seam] = ws * d_new[seam] + (1.0 - ws) * np.take(d_flat, si)
+    nb = ws[:, None] * n_new[seam] + (1.0 - ws[:, None]) * np.take(n_flat, si, axis=0)
+    n_new[seam] = nb / np.maximum(np.sqrt(np.einsum("ij,ij->i", nb, nb)), 1e-6)[:, None]
+    d_flat[idx] = d_new
+    n_flat[idx] = n_new
     outside = ~person
 
     plane = np.where(outside, np.float32(base), depth)
