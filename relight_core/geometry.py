@@ -187,22 +187,12 @@ def region_polygons() -> dict[int, list[list[int]]]:
 
 # --------------------------------------------------------------------------------------------- lifting
 
-def face_vertices_cam(landmarks: np.ndarray, cam_from_head: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Landmarks (478, 3) px (x, y, MediaPipe z scaled to px) -> cam-space vertices (478, 3), head units.
+def face_vertices_cam(landmarks: np.ndarray, cam_from_head: np.ndarray, k: np.ndarray,
+                      shape: np.ndarray | None = None) -> np.ndarray:
+    """Landmarks (478, 3) px -> cam-space vertices (478, 3), head units (see `track.lift_landmarks`)."""
+    from relight_core.track import lift_landmarks
 
-    x, y stay exactly on the tracked pixels; the depth of each landmark is the mean depth of the posed
-    neutral face's rigid landmarks plus MediaPipe's relative depth converted to head units at that depth.
-    """
-    from relight_core.track import RIGID_LANDMARKS, neutral_face
-
-    lm = np.asarray(landmarks, dtype=np.float64)
-    k = cam.k_matrix(k)
-    rigid = list(RIGID_LANDMARKS)
-    posed = cam.transform_points(cam_from_head, neutral_face()[rigid])
-    d_ref = float(np.mean(-posed[:, 2]))
-    z_ref = float(np.mean(lm[rigid, 2]))
-    depth = d_ref + (lm[:, 2] - z_ref) * (d_ref / k[0, 0])
-    return cam.unproject(lm[:, :2], depth, k)
+    return lift_landmarks(landmarks, cam_from_head, k, shape)
 
 
 def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -435,7 +425,7 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     k = analysis.K_at(height, width)
     lm = analysis.landmarks_at(i, height, width)
     cfh = np.asarray(analysis.cam_from_head[i], dtype=np.float64)
-    verts = face_vertices_cam(lm, cfh, k)
+    verts = face_vertices_cam(lm, cfh, k, getattr(analysis, "face_shape", None))
     face = render_mesh(verts, face_triangles(), k, height, width)
     cover = face.cover
     alpha = analysis.matte_at(i, height, width)

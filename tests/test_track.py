@@ -172,9 +172,14 @@ def test_trudeau_pose_agrees_with_eg3d_cameras(fixtures_dir: Path) -> None:
     ref = np.array([cam.cam2head_to_yaw_pitch_roll(cam.eg3d_cam2world_to_cam2head(np.load(c))) for c in cams])
     ours = np.array([cam.cam2head_to_yaw_pitch_roll(cam.invert_pose(m)) for m in a.cam_from_head])
     diff = np.abs(ours - ref).mean(axis=0)
-    assert diff[0] < 2.0  # yaw
-    assert diff[1] < 5.0  # pitch (includes a constant offset between the two "frontal" conventions)
+    # measured on all 100 frames: mean |difference| yaw 0.65, pitch 1.18, roll 0.29 degrees
+    assert diff[0] < 1.5  # yaw
+    assert diff[1] < 3.0  # pitch (includes a constant offset between the two "frontal" conventions)
+    assert diff[2] < 1.0  # roll
     assert np.corrcoef(ours[:, 0], ref[:, 0])[0, 1] > 0.9
+    # fitting the clip's own face shape makes the rigid fit tighter than the generic neutral face
+    b = track.analyze_footage(footage, fov_deg=fov, matte=False, adapt_shape=False)
+    assert np.median(a.pose_error_px) < 0.5 * np.median(b.pose_error_px)
 
 
 def test_still_head_jitter_is_smoothed(fixtures_dir: Path) -> None:
