@@ -206,3 +206,22 @@ def test_still_head_jitter_is_smoothed(fixtures_dir: Path) -> None:
         return float(np.mean([cam.rotation_angle_deg(ps[i], ps[i + 1]) for i in range(6, len(ps) - 7)]))
 
     assert turn(list(a.cam_from_head)) < 0.5 * turn(raw_poses)
+
+
+def test_streaming_tracker_smooths_and_resets(astronaut: np.ndarray) -> None:
+    rng = np.random.default_rng(3)
+    tracker = track.FaceTracker(static=False, smoothing=track.OneEuroParams(min_cutoff=0.5, beta=0.0))
+    base = tracker.process(astronaut)
+    assert base is not None
+    shifts = []
+    for _ in range(4):
+        noisy = np.clip(astronaut.astype(np.int16) + rng.integers(-6, 7, astronaut.shape), 0, 255)
+        ft = tracker.process(noisy.astype(np.uint8))
+        shifts.append((np.abs(ft.landmarks - base.landmarks).mean(),
+                       np.abs(ft.raw_landmarks - base.landmarks).mean()))
+    # the filtered landmarks move less than the raw ones under image noise
+    assert np.mean([s[0] for s in shifts]) < np.mean([s[1] for s in shifts])
+    tracker.reset()  # a fresh MediaPipe graph: timestamps start again, filters forget
+    again = tracker.process(astronaut)
+    assert again is not None and np.allclose(again.landmarks, again.raw_landmarks)
+    tracker.close()
