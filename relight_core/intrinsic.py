@@ -155,21 +155,38 @@ def fit_input_light_raw(image: np.ndarray, normals_dpr: np.ndarray, mask: np.nda
     return np.asarray(shlib.fit_sh(n, v, robust=True), dtype=np.float64).reshape(9, 3)
 
 
-BAND_RIDGE = np.array([0.0, 0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 0.1, 0.1])  # x mean diagonal of A^T A
+BAND_RIDGE = np.array([0.0, 0.002, 0.002, 0.002, 0.05, 0.05, 0.05, 0.05, 0.05])  # x mean diagonal of A^T A
+
+
+def normal_balance_weights(normals_dpr: np.ndarray, bins: int = 6, max_ratio: float = 8.0) -> np.ndarray:
+    """Weights (N,) that even out how often each normal direction occurs (a face shows mostly frontal
+    normals): 1 / count of the sample's cell in a bins x bins grid over the (X, Z) components, capped at
+    `max_ratio` x the smallest weight, normalised to mean 1."""
+    n = np.asarray(normals_dpr, dtype=np.float64)
+    ix = np.clip(((n[:, 0] + 1.0) * 0.5 * bins).astype(np.int64), 0, bins - 1)
+    iz = np.clip(((n[:, 2] + 1.0) * 0.5 * bins).astype(np.int64), 0, bins - 1)
+    cell = ix * bins + iz
+    counts = np.bincount(cell, minlength=bins * bins).astype(np.float64)
+    w = 1.0 / counts[cell]
+    w = np.minimum(w, max_ratio * w.min())
+    return w / w.mean()
 
 
 def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = BAND_RIDGE,
-              huber_k: float = 1.345, iterations: int = 8) -> np.ndarray:
+              huber_k: float = 1.345, iterations: int = 8, balance: bool = True) -> np.ndarray:
     """Regularised robust RGB SH fit: normals (N, 3) DPR, values (N, C) -> (9, C) float64.
 
     Only part of the sphere of normals is visible (a face seen from the front), which leaves the nine
     coefficients badly conditioned (the DC, 3z^2-1 and x^2-y^2 terms trade off and the plain fit can even
     return a negative DC). A ridge per band (`ridge` x the mean diagonal of A^T A; none on the DC term)
     pulls unseen structure toward an ambient light; Huber IRLS down-weights outliers (speculars, shadows).
+    balance: weight samples by `normal_balance_weights`, so that the rarer oblique normals (forehead top,
+    chin, cheek sides), which carry the light's direction, are not drowned by the frontal ones.
     """
     a = shlib.sh_basis(np.asarray(normals_dpr, dtype=np.float64).reshape(-1, 3))
     v = np.asarray(values, dtype=np.float64).reshape(len(a), -1)
-    w = np.ones(len(a))
+    w0 = normal_balance_weights(normals_dpr) if balance else np.ones(len(a))
+    w = w0.copy()
     reg = None
     sol = np.zeros((9, v.shape[1]))
     for it in range(iterations):
@@ -182,7 +199,7 @@ def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = B
         scale = 1.4826 * float(np.median(r))
         if scale <= 1e-12 or it == iterations - 1:
             break
-        w = np.minimum(1.0, huber_k * scale / np.maximum(r, 1e-12))
+        w = w0 * np.minimum(1.0, huber_k * scale / np.maximum(r, 1e-12))
     return sol
 
 
@@ -284,6 +301,28 @@ def estimate_albedo(image: np.ndarray, shading: np.ndarray, alpha: np.ndarray,
         albedo += rgb3(weak) * (smooth - albedo)
     albedo *= rgb3(inside_f)
     return np.clip(albedo, 0.0, 4.0, out=albedo)
+
+
+def suppress_highlights(albedo: np.ndarray, skin: np.ndarray, knee: float = 1.3, slope: float = 0.25
+                        ) -> np.ndarray:
+    """Soft-clip specular shine of the input that the diffuse model left in the albedo (in place).
+
+    On skin pixels (`skin` (H, W) bool), albedo luminance above `knee` x the median skin albedo
+    luminance is compressed with `slope` (a soft knee): diffuse skin albedo varies little, so such
+    outliers are highlights, which would otherwise stay glued to the face under any new light.
+    albedo: (H, W, 3) float32 -> the same array.
+    """
+    sub_skin = skin[::4, ::4]
+    if sub_skin.sum() < 20:
+        return albedo
+    lum = albedo @ LUMA
+    ref = float(np.median(lum[::4, ::4][sub_skin]))
+    k = knee * ref
+    over = skin & (lum > k)
+    if over.any():
+        l_over = lum[over]
+        albedo[over] *= ((k + slope * (l_over - k)) / l_over)[:, None]
+    return albedo
 
 
 def mean_face_shading(shading: np.ndarray, mask: np.ndarray) -> float:

@@ -306,7 +306,7 @@ class ViewPlan:
         h, w = hw
         fy = 0.5 * h / math.tan(math.radians(self.fov) / 2)
         kk = (fy, fy, w / 2.0, h / 2.0)
-        return np.linalg.inv(c2h) @ cam_from_head, kk, c2h
+        return np.linalg.inv(c2h) @ c2h_in, kk, c2h
 
     def describe(self, k: int, c2h: np.ndarray | None) -> dict:
         if self.kind == "orbit":
@@ -562,6 +562,7 @@ class FrameRenderer:
         shading_in = shaded[0].reshape(h, w, 3)
         shading = shaded[1].reshape(h, w, 3) if len(shaded) > 1 else shading_in
         albedo = intrinsic.estimate_albedo(img, shading_in, alpha)
+        intrinsic.suppress_highlights(albedo, geo.labels == 1)
         t5 = time.perf_counter()
         timings["intrinsic"] += t5 - t4
         albedo = self.albedo_filter(albedo, img, alpha > 0.02)
