@@ -201,7 +201,8 @@ def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     n = np.zeros_like(v)
     for c in range(3):
-        np.add.at(n, tris[:, c], fn)
+        for d in range(3):
+            n[:, d] += np.bincount(tris[:, c], weights=fn[:, d], minlength=len(v))
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
