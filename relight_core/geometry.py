@@ -248,7 +248,7 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     a1, b1 = e2[:, 1] / det, -e2[:, 0] / det
     a2, b2 = -e1[:, 1] / det, e1[:, 0] / det
     coef = np.stack([a1, b1, -(a1 * a[:, 0] + b1 * a[:, 1]), a2, b2, -(a2 * a[:, 0] + b2 * a[:, 1])], axis=1)
-    cf = coef.astype(np.float32)[tid]
+    cf = np.take(coef.astype(np.float32), tid, axis=0)  # np.take: much faster than fancy indexing
     fx = xs.astype(np.float32) + np.float32(0.5)
     fy = ys.astype(np.float32) + np.float32(0.5)
     l1 = cf[:, 0] * fx + cf[:, 1] * fy + cf[:, 2]
@@ -313,14 +313,26 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
     ids, ys, xs, tid, lam = rasterize_sparse(px, -v[:, 2], tris, height, width, cull=back)
-    tv = tris[tid]
+    tv = np.take(tris, tid, axis=0)
     vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32)
-    out = np.einsum("nkc,nk->nc", vals[tv], lam)
-    n = out[:, :3] / np.maximum(np.sqrt(np.einsum("ij,ij->i", out[:, :3], out[:, :3])), 1e-6)[:, None]
+    out = np.einsum("nkc,nk->nc", np.take(vals, tv, axis=0), lam)
+    n = np.ascontiguousarray(out[:, :3])
+    n *= (1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6))[:, None]
     return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n, ys * width + xs)
 
 
 # --------------------------------------------------------------------------------------------- person
+
+def unit_map(n: np.ndarray) -> np.ndarray:
+    """Normalise a (H, W, 3) float32 vector map to unit length (OpenCV per-pixel ops: ~4x faster than
+    numpy broadcasting at 512x512) -> new (H, W, 3) float32 array."""
+    import cv2
+
+    n = np.ascontiguousarray(n, dtype=np.float32)
+    sq = cv2.transform(cv2.multiply(n, n), np.ones((1, 3), np.float32))
+    inv = 1.0 / np.sqrt(np.maximum(sq, np.float32(1e-12)))
+    return cv2.multiply(n, cv2.merge([inv, inv, inv]))
+
 
 def _dome_height(inside: np.ndarray, radius_px: float) -> np.ndarray:
     """Height (H, W) px of a dome over a binary mask: sqrt(d (2R - d)) at distance d from its edge."""
@@ -414,8 +426,7 @@ def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, 
     if f == 1:
         return d_small, n_small, base
     depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
-    normals = cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR)
-    normals /= np.maximum(np.sqrt(np.einsum("hwc,hwc->hw", normals, normals)), 1e-6)[..., None]
+    normals = unit_map(cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR))
     return depth, normals, base
 
 
@@ -459,13 +470,10 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     plane = np.where(outside, np.float32(base), depth)
     xs = (np.arange(width, dtype=np.float32) + np.float32(0.5 - k[0, 2])) * np.float32(1.0 / k[0, 0])
     ys = -(np.arange(height, dtype=np.float32) + np.float32(0.5 - k[1, 2])) * np.float32(1.0 / k[1, 1])
-    pts = np.empty((height, width, 3), np.float32)
-    pts[..., 0] = xs[None, :] * plane
-    pts[..., 1] = ys[:, None] * plane
-    pts[..., 2] = -plane
-    depth[outside] = 0.0
-    face_mask = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), 0.7)
-    face_mask[~cover] = 0.0
+    pts = cv2.merge([plane * xs[None, :], plane * ys[:, None], -plane])
+    depth *= person
+    cover_f = cover.astype(np.float32)
+    face_mask = cv2.GaussianBlur(cover_f, (0, 0), 0.7) * cover_f
     labels = label_map(lm, cover, person)
     return Geometry(points=pts, depth=depth, normals=normals, face_mask=face_mask, alpha=alpha,
                     labels=labels, K=k, vertices=verts.astype(np.float32))
