@@ -485,6 +485,43 @@ class FrameWriter:
         self._check()
 
 
+def _prefetch(iterable, depth: int = 2):
+    """Iterate `iterable` on a background thread, `depth` items ahead (frame decoding overlaps the
+    processing of the previous frame; OpenCV releases the GIL while decoding)."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def work() -> None:
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            q.put(exc)
+
+    threading.Thread(target=work, name="relight-decoder", daemon=True).start()
+    try:
+        while True:
+            item = q.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def _frame_done(emit: EventSink, idx: int, files: dict[str, Path], done: int, total: int,
                 written: list) -> Callable[[], None]:
     def call() -> None:
@@ -610,6 +647,7 @@ class FrameRenderer:
         else:
             relit = albedo * shading
         depth = np.asarray(geo.depth, dtype=np.float32)
+        want = job.passes if job.format == "png" else PASSES
         if view is None:
             bg = None if job.background == "transparent" else img
             rgba = render.composite(relit, alpha, bg)
@@ -622,14 +660,15 @@ class FrameRenderer:
             out_alpha = render.sample(alpha, mx, my) * cover
             cover3 = rgb3(cover)
             out_rgb = render.sample(relit, mx, my)
-            out_albedo = render.sample(albedo, mx, my) * cover3
-            out_shading = render.sample(shading, mx, my) * cover3
-            rn = new_from_input[:3, :3].astype(np.float32)
-            out_normals = render.sample(normals, mx, my) @ rn.T
-            out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
+            out_albedo = render.sample(albedo, mx, my) * cover3 if "albedo" in want else None
+            out_shading = render.sample(shading, mx, my) * cover3 if "shading" in want else None
+            out_normals = None
+            if "normal" in want:
+                rn = new_from_input[:3, :3].astype(np.float32)
+                out_normals = render.sample(normals, mx, my) @ rn.T
+                out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
             bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
             rgba = render.composite(out_rgb, out_alpha, bg)
-        want = job.passes if job.format == "png" else PASSES
         layers: dict[str, np.ndarray] = {}
         if "rgba" in want:
             layers["rgba"] = rgba
@@ -779,7 +818,7 @@ def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer,
                     done_flags: list, analyse_only: list, per_frame: dict, written: list, timings: dict,
                     emit: EventSink, cancel: threading.Event) -> bool:
     """Pass 2 over the frames; returns True when cancelled."""
-    it = iter(footage)
+    it = _prefetch(footage) if not still else iter(footage)
     img = None
     a_index = 0
     for k in range(n_out):

@@ -290,11 +290,11 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     coords = coords.reshape(h, w, 3)
     holes = (cover > 0) & (hit == 0)
     if holes.any():
-        ys, xs = np.nonzero(cover)
-        y0, y1 = max(ys.min() - 2, 0), min(ys.max() + 3, h)
-        x0, x1 = max(xs.min() - 2, 0), min(xs.max() + 3, w)
+        bx, by, bw, bh = cv2.boundingRect(holes.view(np.uint8))
+        y0, y1 = max(by - 8, 0), min(by + bh + 8, h)
+        x0, x1 = max(bx - 8, 0), min(bx + bw + 8, w)
         filled = _push_pull(np.ascontiguousarray(coords[y0:y1, x0:x1]),
-                            np.ascontiguousarray(hit[y0:y1, x0:x1]))
+                            np.ascontiguousarray(hit[y0:y1, x0:x1]), levels=6)
         sub_holes = holes[y0:y1, x0:x1]
         coords[y0:y1, x0:x1][sub_holes] = filled[sub_holes]
     map_x, map_y = coords[..., 0], coords[..., 1]
