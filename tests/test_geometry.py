@@ -186,3 +186,57 @@ def test_seam_joins_face_and_rest(astro_geo) -> None:
     face_px = g.depth[g.face_mask > 0.5]
     # no step at the boundary: depth changes per pixel there stay small next to the face's depth range
     assert np.percentile(grad[ring], 95) < 0.1 * (face_px.max() - face_px.min())
+
+
+# --------------------------------------------------------------------------------------------- synthetic head
+
+def _synthetic_analysis(yaw: float, pitch: float, size: int = 384):
+    """Landmarks of the neutral face seen from an orbit camera (radius 3.5, 30 deg FOV): x, y projected,
+    z the depth relative to the face in pixels as MediaPipe gives it -> (Analysis, true cam_from_head)."""
+    cam2head = cam.orbit_cam2head(yaw, pitch, 0.0, radius=3.5)
+    cfh = cam.invert_pose(cam2head)
+    k = cam.k_matrix(cam.intrinsics_from_fov(30.0, size, size))
+    pts = cam.transform_points(cfh, track.neutral_face())
+    px = cam.project(pts, k)
+    d = -pts[:, 2]
+    d_ref = d[list(track.RIGID_LANDMARKS)].mean()  # MediaPipe's z: relative depth at the face's scale
+    lm = np.concatenate([px, ((d - d_ref) * k[0, 0] / d_ref)[:, None]], axis=1)
+    n = 1
+    a = track.Analysis(width=size, height=size, fps=25.0, frame_indices=np.arange(n),
+                       landmarks=lm[None].astype(np.float32), landmarks_raw=lm[None].astype(np.float32),
+                       valid=np.ones(n, bool), cam_from_head=cfh[None], K=k, fov_deg=30.0,
+                       matte=np.zeros((n, 64, 64), np.uint8), face_count=np.ones(n, int),
+                       pose_error_px=np.zeros(n, np.float32))
+    return a, cfh, pts
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (30.0, -10.0), (-20.0, 15.0)])
+def test_synthetic_head_pose_and_normals(yaw: float, pitch: float) -> None:
+    a, cfh, pts = _synthetic_analysis(yaw, pitch)
+    # the pose is recovered from the projected landmarks, with the documented yaw/pitch signs
+    est, err = track.solve_pose(a.landmarks[0], a.K)
+    assert err < 0.05 and cam.rotation_angle_deg(est, cfh) < 0.2
+    y, p, _ = cam.cam2head_to_yaw_pitch_roll(cam.invert_pose(est))
+    assert y == pytest.approx(yaw, abs=0.3) and p == pytest.approx(pitch, abs=0.3)
+    # geometry: the lifted vertices are the posed shape, the face normals those of its mesh
+    g = geometry.build_geometry(a, 0, a.height, a.width)
+    assert np.abs(g.vertices - pts).max() < 1e-3
+    tris = geometry.face_triangles()
+    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width)
+    inner = g.face_mask.reshape(-1)[ras.idx] > 0.99
+    seam_px = geometry.SEAM_WIDTH * a.K[0, 0] / np.mean(-pts[:, 2])
+    core = np.take(cv2_inner_distance(ras.cover), ras.idx) >= seam_px + 1.0
+    err_deg = _angle_deg(g.normals.reshape(-1, 3)[ras.idx[inner & core]], ras.normals[inner & core])
+    # (a few pixels where overlapping triangles fold, e.g. the nose wings, may pick the other triangle)
+    assert np.percentile(err_deg, 99) < 0.5 and np.mean(err_deg) < 0.1
+    # and they face the camera on the whole: the mean normal points back along the view to the head
+    view = -cam.transform_points(cfh, np.zeros(3))
+    mean_n = ras.normals.mean(axis=0)
+    assert _angle_deg(mean_n, view) < 25.0
+
+
+def cv2_inner_distance(mask: np.ndarray) -> np.ndarray:
+    """Distance (px) of each pixel inside a mask to its edge."""
+    import cv2
+
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
