@@ -38,6 +38,7 @@ PROCESSING_STAGES = ("geometry", "intrinsic", "temporal", "render")
 EventSink = Callable[[dict], None]
 SPECULAR_ALBEDO = 0.05  # skin-like specular reflectance used with explicit key lights
 SPECULAR_LABELS = (1, 4)  # skin, lips
+SHADING_STEP_FROM = 400  # frames this large (longer side, px) get diffuse shading on every 2nd pixel
 
 
 @dataclasses.dataclass
@@ -485,9 +486,10 @@ class FrameWriter:
         self._check()
 
 
-def _prefetch(iterable, depth: int = 2):
+def _prefetch(iterable, timings: dict | None = None, depth: int = 2):
     """Iterate `iterable` on a background thread, `depth` items ahead (frame decoding overlaps the
-    processing of the previous frame; OpenCV releases the GIL while decoding)."""
+    processing of the previous frame; OpenCV releases the GIL while decoding). The time spent producing
+    items is added to timings["decode"]."""
     import queue
 
     q: queue.Queue = queue.Queue(maxsize=depth)
@@ -496,7 +498,15 @@ def _prefetch(iterable, depth: int = 2):
 
     def work() -> None:
         try:
-            for item in iterable:
+            source = iter(iterable)
+            while True:
+                t = time.perf_counter()
+                try:
+                    item = next(source)
+                except StopIteration:
+                    break
+                if timings is not None:
+                    timings["decode"] += time.perf_counter() - t
                 while not stop.is_set():
                     try:
                         q.put(item, timeout=0.1)
@@ -574,9 +584,13 @@ class FrameRenderer:
         t2 = time.perf_counter()
         timings["geometry"] += t2 - t
         est = intrinsic.estimate_input_light(img, normals, geo.labels, frame="cam")
-        if self._feat is None or self._feat.shape[0] != h * w:
-            self._feat = np.empty((h * w, 9), np.float32)
-        feats = intrinsic.sh_features_cam(normals, out=self._feat)
+        # diffuse shading is smooth (interpolated mesh normals): evaluated at half resolution, upsampled
+        step = 2 if max(h, w) >= SHADING_STEP_FROM else 1
+        half = np.ascontiguousarray(normals[::step, ::step])
+        hh, hw = half.shape[:2]
+        if self._feat is None or self._feat.shape[0] != hh * hw:
+            self._feat = np.empty((hh * hw, 9), np.float32)
+        feats = intrinsic.sh_features_cam(half, out=self._feat)
         t3 = time.perf_counter()
         timings["intrinsic"] += t3 - t2
         if est is None:
@@ -595,9 +609,9 @@ class FrameRenderer:
                 self.scale = render_exposure(self.last_light, self._target_sh_cam(0, cfh))
             if render_out:
                 shs.append(self._target_sh_cam(k, cfh) * self.scale)
-        shaded = intrinsic.shade_features(feats, shs)
-        shading_in = shaded[0].reshape(h, w, 3)
-        shading = shaded[1].reshape(h, w, 3) if len(shaded) > 1 else shading_in
+        shaded = [_upsample(e.reshape(hh, hw, 3), h, w) for e in intrinsic.shade_features(feats, shs)]
+        shading_in = shaded[0]
+        shading = shaded[1] if len(shaded) > 1 else shading_in
         albedo = intrinsic.estimate_albedo(img, shading_in, alpha)
         intrinsic.suppress_highlights(albedo, geo.labels == 1)
         t5 = time.perf_counter()
@@ -682,6 +696,15 @@ class FrameRenderer:
         if "depth" in want:
             layers["depth"] = (out_depth * inside).astype(np.float32)
         return layers
+
+
+def _upsample(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a (h', w', C) map to (h, w, C) (identity when already that size)."""
+    import cv2
+
+    if img.shape[:2] == (h, w):
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def render_exposure(light_in: np.ndarray, target_cam: np.ndarray) -> float:
@@ -818,7 +841,7 @@ def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer,
                     done_flags: list, analyse_only: list, per_frame: dict, written: list, timings: dict,
                     emit: EventSink, cancel: threading.Event) -> bool:
     """Pass 2 over the frames; returns True when cancelled."""
-    it = _prefetch(footage) if not still else iter(footage)
+    it = _prefetch(footage, timings) if not still else iter(footage)
     img = None
     a_index = 0
     for k in range(n_out):
