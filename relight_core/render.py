@@ -235,6 +235,17 @@ def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.nd
     return filled
 
 
+def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
+    """(H, W) float 0/1 -> the same with every hole that does not touch the image border filled
+    (disocclusions inside the re-projected silhouette, e.g. behind the nose)."""
+    h, w = mask.shape
+    inv = np.ones((h + 2, w + 2), np.uint8)  # an empty ring joins every border-touching gap
+    inv[1:-1, 1:-1] = mask <= 0
+    flood = np.zeros((h + 4, w + 4), np.uint8)
+    cv2.floodFill(inv, flood, (0, 0), 2)
+    return np.where(inv[1:-1, 1:-1] == 1, 1.0, mask).astype(np.float32)
+
+
 def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
                    k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
                    close_px: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -243,7 +254,8 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     points: (H, W, 3) input-camera positions; valid: (H, W) bool; new_from_input: 4x4 taking input-camera
     points to the new camera; k_out: (fx, fy, cx, cy) of the new camera; out_hw: its (height, width).
     Returns (map_x, map_y, cover, depth): float32 (h, w) source pixel coordinates for cv2.remap, the
-    coverage (h, w) float32 0..1 (the re-projected silhouette, cracks closed) and the new depth (-z).
+    coverage (h, w) float32 0..1 (the re-projected silhouette, cracks closed, enclosed holes filled) and
+    the new depth (-z).
     Holes inside the silhouette (cracks, disocclusions) take push-pull-interpolated source coordinates.
     """
     import torch
@@ -286,7 +298,7 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     coords[tgt_w, 2] = zin[win]
     hit = hit.reshape(h, w)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
-    cover = cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k)
+    cover = _fill_enclosed(cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k))
     coords = coords.reshape(h, w, 3)
     holes = (cover > 0) & (hit == 0)
     if holes.any():
