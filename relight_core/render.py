@@ -248,7 +248,8 @@ def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
 
 def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
                    k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
-                   close_px: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   close_px: int = 5, border_px: int = 32
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward-splat the input view's surface into a new camera with a z-buffer; fill cracks and holes.
 
     points: (H, W, 3) input-camera positions; valid: (H, W) bool; new_from_input: 4x4 taking input-camera
@@ -257,11 +258,19 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     coverage (h, w) float32 0..1 (the re-projected silhouette, cracks closed, enclosed holes filled) and
     the new depth (-z).
     Holes inside the silhouette (cracks, disocclusions) take push-pull-interpolated source coordinates.
+    Where the person runs out of the frame (shoulders at the bottom edge), the surface is extended by
+    `border_px` by linear extrapolation (source coordinates beyond the edge: remap repeats the edge), so
+    a moved camera does not open a gap between the body and the frame edge.
     """
     import torch
 
-    h_in, w_in = valid.shape
     h, w = out_hw
+    pad = border_px if border_px > 0 and (valid[0].any() or valid[-1].any() or valid[:, 0].any()
+                                          or valid[:, -1].any()) else 0
+    if pad:
+        points = np.pad(points, ((pad, pad), (pad, pad), (0, 0)), mode="reflect", reflect_type="odd")
+        valid = np.pad(valid, pad, mode="edge")
+    h_in, w_in = valid.shape
     idx = np.flatnonzero(valid.reshape(-1))
     map_x = np.zeros((h, w), np.float32)
     map_y = np.zeros((h, w), np.float32)
@@ -293,12 +302,13 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
     hit = np.zeros(h * w, np.float32)
     hit[tgt_w] = 1.0
     coords = np.zeros((h * w, 3), np.float32)
-    coords[tgt_w, 0] = (src_w % w_in).astype(np.float32)
-    coords[tgt_w, 1] = (src_w // w_in).astype(np.float32)
+    coords[tgt_w, 0] = (src_w % w_in - pad).astype(np.float32)
+    coords[tgt_w, 1] = (src_w // w_in - pad).astype(np.float32)
     coords[tgt_w, 2] = zin[win]
     hit = hit.reshape(h, w)
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
     cover = _fill_enclosed(cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k))
+    cover_soft = cv2.GaussianBlur(cover, (3, 3), 0.7) * cover  # anti-aliased silhouette, no growth
     coords = coords.reshape(h, w, 3)
     holes = (cover > 0) & (hit == 0)
     if holes.any():
@@ -311,7 +321,7 @@ def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.nda
         coords[y0:y1, x0:x1][sub_holes] = filled[sub_holes]
     map_x, map_y = coords[..., 0], coords[..., 1]
     depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
-    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cover.astype(np.float32), depth
+    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cover_soft.astype(np.float32), depth
 
 
 def sample(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, nearest: bool = False) -> np.ndarray:
