@@ -44,8 +44,9 @@ def job_from_request(req: dict):
     frames = req.get("frames")
     if frames is not None:
         if not (isinstance(frames, (list, tuple)) and len(frames) == 2
-                and all(isinstance(f, int) for f in frames)):
+                and all(isinstance(f, (int, float)) and float(f).is_integer() for f in frames)):
             raise UserError("Request field 'frames' must be [first, last_exclusive] or null.")
+        frames = [int(f) for f in frames]
         if frames[0] < 0 or frames[1] <= frames[0]:
             raise UserError(f"Request frames {frames} is an empty or negative range.")
     passes = req.get("passes") or ["rgba"]
