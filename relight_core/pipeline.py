@@ -670,7 +670,9 @@ class FrameRenderer:
         else:
             new_from_input, kk, _ = view
             valid = person & (depth > 0)
-            mx, my, cover, out_depth = render.reproject_maps(points, valid, new_from_input, kk, (h, w))
+            step = 2 if max(h, w) >= SHADING_STEP_FROM else 1
+            mx, my, cover, out_depth = render.reproject_maps(points, valid, new_from_input, kk, (h, w),
+                                                             step=step)
             out_alpha = render.sample(alpha, mx, my) * cover
             cover3 = rgb3(cover)
             out_rgb = render.sample(relit, mx, my)

@@ -248,6 +248,29 @@ def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
 
 def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
                    k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
+                   step: int = 1, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`splat_maps` at 1/step resolution (every step-th source pixel into a 1/step output grid), the
+    coordinate, coverage and depth maps upsampled bilinearly to out_hw; the maps still address the
+    full-resolution source, so texture detail is kept. step=1: `splat_maps` itself."""
+    if step <= 1:
+        return splat_maps(points, valid, new_from_input, k_out, out_hw, **kw)
+    h, w = out_hw
+    hs, ws = (h + step - 1) // step, (w + step - 1) // step
+    fx, fy, cx, cy = k_out
+    src_pts = np.ascontiguousarray(points[::step, ::step])
+    src_valid = np.ascontiguousarray(valid[::step, ::step])
+    mx, my, cover, depth = splat_maps(src_pts, src_valid, new_from_input,
+                                      (fx / step, fy / step, cx / step, cy / step), (hs, ws), **kw)
+    # coarse source index i is full-resolution pixel step * i (points[::step] took exactly that pixel)
+    mx = cv2.resize(mx * step, (w, h), interpolation=cv2.INTER_LINEAR)
+    my = cv2.resize(my * step, (w, h), interpolation=cv2.INTER_LINEAR)
+    cover = cv2.resize(cover, (w, h), interpolation=cv2.INTER_LINEAR)
+    depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    return mx, my, cover, depth
+
+
+def splat_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
+                   k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
                    close_px: int = 5, border_px: int = 32
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward-splat the input view's surface into a new camera with a z-buffer; fill cracks and holes.

@@ -139,3 +139,18 @@ def test_head_light_space_turns_with_the_head():
     expected = render.CAM_TO_DPR @ face_dir_cam
     assert np.allclose(rot @ np.array([0, -1.0, 0]), expected, atol=1e-9)
     assert np.allclose(render.light_rotation(cfh, "world"), np.eye(3))
+
+
+def test_coarse_splat_matches_the_full_one():
+    size = 160
+    p, _, mask, k = sphere_maps(size)
+    cam_from_head = np.eye(4)
+    cam_from_head[:3, 3] = [0, 0, -DIST]
+    new_from_input, kk, _ = pipeline.ViewPlan({"yaw": 15.0, "pitch": 5.0}, 1).view(0, cam_from_head, k,
+                                                                                    (size, size))
+    full = render.reproject_maps(p, mask, new_from_input, kk, (size, size), step=1)
+    coarse = render.reproject_maps(p, mask, new_from_input, kk, (size, size), step=2)
+    both = (full[2] > 0.99) & (coarse[2] > 0.99)
+    assert both.sum() > 0.9 * (full[2] > 0.99).sum()
+    assert np.median(np.abs(full[0][both] - coarse[0][both])) <= 1.0  # the full splat is pixel-quantised
+    assert np.median(np.abs(full[1][both] - coarse[1][both])) <= 1.0
