@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from test_render import sphere_maps
 
 from relight_core import intrinsic
-from test_render import sphere_maps
 
 SKIN = np.array([0.62, 0.44, 0.34], np.float32)
 
