@@ -90,11 +90,10 @@ def plot_per_frame(path: str | os.PathLike, series: Mapping[str, Mapping[str, Se
             ax.plot(np.arange(len(ys)), ys, label=label, lw=1)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=4, loc="best")
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("frame")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    if handles:
-        axes[0, 0].legend(fontsize=6, ncol=4, loc="best")
     fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
