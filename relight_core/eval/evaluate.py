@@ -332,6 +332,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from relight_core.eval import bench, identity
 
     seed_everything()
+    started_with = bench.versions()  # before the runs: the code that produced the numbers
     if not cfg.clips or not cfg.lights or not cfg.views:
         raise UserError("evaluate needs at least one clip, one --lights file and one --views entry.")
     for p in list(cfg.clips) + list(cfg.lights):
@@ -375,7 +376,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             bar.update(1)
         del ctxs[clip]
     bar.close()
-    results = {"config": dataclasses.asdict(cfg), "seed": SEED, "versions": bench.versions(),
+    results = {"config": dataclasses.asdict(cfg), "seed": SEED, "versions": started_with,
                "elapsed_s": time.perf_counter() - t0, "notes": notes, "clips": clips_info,
                "runs": [_public_run(r) for r in runs]}
     from relight_core.eval import report
