@@ -865,7 +865,9 @@ def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer,
             renderer.process(k, a_index, img, timings, render_out=False)
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
+        before = {st: timings[st] for st in PROCESSING_STAGES}
         layers, info = renderer.process(k, a_index, img, timings)
+        frame_ms = {st: round(1000 * (timings[st] - before[st]), 2) for st in PROCESSING_STAGES}
         files = frame_paths(out, stem, idx, job.passes, job.format)
         tracked = bool(np.asarray(analysis.valid)[a_index])
         warnings = list(info["warnings"])
@@ -878,7 +880,7 @@ def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer,
                           "faces": 1 if faces is None else int(np.asarray(faces)[a_index]),
                           "light_in": np.round(info["light_in"], 5).tolist(),
                           "view": views.describe(k, info.get("cam2head")),
-                          "warnings": warnings}
+                          "warnings": warnings, "ms": frame_ms}
         writer.submit(files, layers, _frame_done(emit, idx, files, k + 1, n_out, written))
     return False
 
