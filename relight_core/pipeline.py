@@ -560,6 +560,7 @@ class FrameRenderer:
         self.last_light: np.ndarray | None = None
         self.scale: float | None = 1.0 if job.intensity == "absolute" else None
         self._feat: np.ndarray | None = None
+        self._geo_cache: tuple | None = None
 
     def reset(self) -> None:
         if self.light_filter is not None:
@@ -578,7 +579,12 @@ class FrameRenderer:
         h, w = img.shape[:2]
         info: dict[str, Any] = {"warnings": []}
         t = time.perf_counter()
-        geo = geometry.build_geometry(self.analysis, a_index, h, w)
+        key = (a_index, h, w, id(img))
+        if self._geo_cache is not None and self._geo_cache[0] == key:  # a still image rendered again
+            geo = self._geo_cache[1]
+        else:
+            geo = geometry.build_geometry(self.analysis, a_index, h, w)
+            self._geo_cache = (key, geo)
         normals = np.ascontiguousarray(geo.normals, dtype=np.float32)
         alpha = np.ascontiguousarray(geo.alpha, dtype=np.float32)
         t2 = time.perf_counter()
