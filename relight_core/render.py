@@ -22,6 +22,7 @@ from relight_core import sh as shlib
 # camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
 CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 DEPTH_PNG_RANGE = 8.0  # depth PNGs store depth / DEPTH_PNG_RANGE (head units) as 16-bit
+SHADOW_STRENGTH = 0.85  # fraction of a key light a cast shadow removes (skin scatters some light into it)
 
 
 # --------------------------------------------------------------------------------------------- light
@@ -169,9 +170,10 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
 
     normals, points: (H, W, 3) cam space; mask: (H, W) bool (pixels to evaluate); view_pos: (3,) the
     (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (H, W, 3): add
-    shadow_delta (<= 0, the key lights' blocked Lambertian irradiance) to the SH shading, and add
-    specular x a specular albedo to the relit radiance. Specular: normalised Blinn-Phong. Evaluated on
-    every `step`-th pixel and upsampled (both terms are smooth: normals are interpolated, shadows soft).
+    shadow_delta (<= 0, SHADOW_STRENGTH x the key lights' blocked Lambertian irradiance) to the SH
+    shading, and add specular x a specular albedo to the relit radiance. Specular: normalised
+    Blinn-Phong. Evaluated on every `step`-th pixel and upsampled (both terms are smooth: normals are
+    interpolated, shadows soft).
     """
     h, w = mask.shape
     if not key_lights or not mask.any():
@@ -194,7 +196,7 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
             continue
         vis = shadow_visibility(p, ldir, lpos, cos_theta=ndl) if shadows else np.ones(idx.size, np.float32)
         e_n = (np.broadcast_to(e, (idx.size, 3)) * ndl[:, None]).astype(np.float32)
-        d_acc -= e_n * (1.0 - vis)[:, None]
+        d_acc -= e_n * (SHADOW_STRENGTH * (1.0 - vis))[:, None]
         half = ldir + vdir
         half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
         ndh = np.maximum((n * half).sum(axis=1), 0.0)
