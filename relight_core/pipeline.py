@@ -788,7 +788,8 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
 
     timings = {s: 0.0 for s in FrameRenderer.STAGES}
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
-                              "device": device, "options": _job_options(job), "frames": []}
+                              "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
+                              "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
     report_path = out / "report.json"
     old_frames = _previous_report_frames(report_path) if job.resume else {}
     try:
