@@ -2,7 +2,9 @@
 
 Pass 1 (analysis): the tracker runs over the clip once (landmarks, pose, matte: small per-frame data);
 the result is cached as DIR/analysis.npz (with DIR/analysis.json naming the input) and reused when it
-matches the input, the frame range and the size. Pass 2 (relight), one frame at a time, constant memory:
+matches the input and the frame range, at any size of the same aspect (it scales to the frame), so
+`relight-core analyze INPUT -o DIR/analysis.npz` ahead of time works too. Pass 2 (relight), one frame at
+a time, constant memory:
 geometry -> input light (intrinsic) -> temporal stabilisation -> render -> write (atomic).
 
 Exposure ("intensity"): by default ("match") the target light is scaled by one constant per run so that
@@ -340,8 +342,9 @@ def load_or_analyze(footage, job: RelightJob, out: Path, emit: EventSink, cancel
         try:
             old_sig = json.loads(meta.read_text()) if meta.is_file() else None
             a = track.Analysis.load(str(npz))
-            same = (list(a.frame_indices) == list(footage.frame_indices) and int(a.width) == footage.width
-                    and int(a.height) == footage.height
+            # any size of the same frames will do: the analysis scales to the frame (K_at, matte_at, ...)
+            same_aspect = abs(a.width / a.height - footage.width / footage.height) < 0.01
+            same = (list(a.frame_indices) == list(footage.frame_indices) and same_aspect
                     and (old_sig is None or old_sig.get("id") == sig["id"]))
             if same:
                 emit({"event": "progress", "stage": "analyze", "done": a.n_frames, "total": a.n_frames})
