@@ -195,9 +195,10 @@ def test_novel_view_yaw_is_retracked(tmp_path, fixtures_dir):
 
 @pytest.mark.parametrize("clip", ["astronaut", "lp_d18.mp4"])
 def test_novel_view_yaw_and_pitch(tmp_path, request, clip):
-    """yaw 20 / pitch 10. The re-tracked pitch falls short: the tracker's PnP reads pitch changes low
-    (slope 0.64 against the reference EG3D cameras of pr_trudeau_frames on real footage), so the bound
-    here is 8 degrees; the measured figures are printed (and in the report of the issue)."""
+    """yaw 20 / pitch 10. The re-tracked pose error is 1-5 degrees (median, 512 px: lp_d0 1.1, lp_d18 2.1,
+    pr_trudeau 2.7, lp_d9 3.5, astronaut 4.3, vr_4 4.9): MediaPipe reads the rendered head's pitch low,
+    while its landmarks lie within ~1 px of the re-projected mesh and PnP on those ideal projections
+    recovers the requested pose to 0.6 degrees. The bound here is 6 degrees; the figures are printed."""
     if clip == "astronaut":
         inp, frames = request.getfixturevalue("astro_png"), None
     else:
@@ -207,7 +208,7 @@ def test_novel_view_yaw_and_pitch(tmp_path, request, clip):
               passes=("rgba",))
     errs = retracked_pose_errors(out, rep)
     print(f"{clip} yaw 20 pitch 10: re-tracked pose error {np.round(errs, 2).tolist()} deg")
-    assert errs and float(np.median(errs)) <= 8.0, errs
+    assert errs and float(np.median(errs)) <= 6.0, errs
 
 
 # --------------------------------------------------------------------------------------------- outputs
