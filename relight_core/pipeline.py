@@ -10,8 +10,11 @@ geometry -> input light (intrinsic) -> temporal stabilisation -> render -> write
 Exposure ("intensity"): by default ("match") the target light is scaled by one constant per run so that
 its mean irradiance over camera-facing normals equals that of the input light estimated on the first
 frame of the range: a preset then relights at about the input's exposure, and a light that changes over
-time keeps its own relative changes. "absolute" uses the target light as given (the input light is then
-expressed for a skin albedo of luminance `intrinsic.SKIN_ALBEDO_LUMA`).
+time keeps its own relative changes. "absolute" uses the target light in physical units (Blender's: a sun of
+strength E W/m^2, ...), as a Blender render of the same albedo would show it: a diffuse surface of albedo
+rho lit by irradiance E has radiance rho * E / pi, while the engine's image model is albedo x shade(), so
+the target SH (and key lights) are scaled by 1/pi (`ABSOLUTE_SCALE`). The input light is then expressed for
+a skin albedo of luminance `intrinsic.SKIN_ALBEDO_LUMA`.
 
 Events (dicts, the worker protocol of docs/cli.md): started, progress (stage analyze|relight), warning,
 frame, done, cancelled. Cancelling (an Event, SIGTERM or Ctrl-C) stops between frames: every file that
@@ -40,6 +43,7 @@ PROCESSING_STAGES = ("geometry", "intrinsic", "temporal", "render")
 EventSink = Callable[[dict], None]
 SPECULAR_ALBEDO = 0.05  # skin-like specular reflectance used with explicit key lights
 SPECULAR_LABELS = (1, 4)  # skin, lips
+ABSOLUTE_SCALE = 1.0 / math.pi  # physical irradiance -> the engine's image model (see module docstring)
 SHADING_STEP_FROM = 400  # frames this large (longer side, px) get diffuse shading on every 2nd pixel
 
 
@@ -406,7 +410,9 @@ def write_frame(files: dict[str, Path], layers: dict[str, np.ndarray], fmt: str)
     from relight_core import io, render
 
     if fmt == "exr":
-        io.write_exr(files["exr"], layers)
+        # The colour goes in the unprefixed R/G/B/A channels (the main image for Blender's sequencer and
+        # compositor, Nuke, ...); the other passes are named layers.
+        io.write_exr(files["exr"], {("" if k == "rgba" else k): v for k, v in layers.items()})
         return
     for name, path in files.items():
         img = layers[name]
@@ -561,7 +567,7 @@ class FrameRenderer:
         self.light_filter = temporal.SHSmoother(fps=fps) if job.smoothing else None
         self.albedo_filter = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
         self.last_light: np.ndarray | None = None
-        self.scale: float | None = 1.0 if job.intensity == "absolute" else None
+        self.scale: float | None = ABSOLUTE_SCALE if job.intensity == "absolute" else None
         self._feat: np.ndarray | None = None
         self._geo_cache: tuple | None = None
 

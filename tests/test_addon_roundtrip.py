@@ -155,9 +155,6 @@ def test_exr_novel_view_round_trip(shot):
     assert img.type == "MULTILAYER"
 
 
-@pytest.mark.xfail(reason="the engine's multilayer EXR names its layers rgba/albedo/...; Blender's sequencer "
-                          "shows the first layer in channel order (albedo) unless the colour layer is "
-                          "'Combined' or unprefixed RGBA", strict=False)
 def test_exr_strip_shows_the_rgba_layer(shot):
     """What the sequencer renders for an EXR result strip should be the rgba layer, not another pass."""
     OpenEXR = pytest.importorskip("OpenEXR")
@@ -180,5 +177,5 @@ def test_exr_strip_shows_the_rgba_layer(shot):
     sc.frame_start = sc.frame_end = 1
     bpy.ops.render.render(write_still=True)
     shown = OpenEXR.File(str(tmp / "seq.exr")).parts[0].channels["RGBA"].pixels[..., :3]
-    rgba = OpenEXR.File(str(Path(new.directory, new.elements[0].filename))).parts[0].channels["rgba"].pixels
+    rgba = OpenEXR.File(str(Path(new.directory, new.elements[0].filename))).parts[0].channels["RGBA"].pixels
     assert np.allclose(shown, rgba[..., :3], atol=2e-2)

@@ -238,7 +238,7 @@ def test_exr_layers_and_transparent_background(tmp_path, astro_png):
     assert len(exr) == 1
     with OpenEXR.File(str(exr[0])) as f:
         names = {n.split(".")[0] for n in f.channels()}
-    for layer in ("rgba", "albedo", "shading", "normal", "depth"):
+    for layer in ("RGBA", "albedo", "shading", "normal", "depth"):  # the colour is the unprefixed RGBA
         assert layer in names, names
     out2 = tmp_path / "t"
     run(astro_png, out2, size=128, background="transparent", passes=("rgba", "normal", "depth"))
