@@ -1,10 +1,14 @@
-"""Contact sheet of the engine's output: input / relit / novel view / albedo / shading for three clips.
+"""Contact sheet of the engine's output: input / relit / novel view / albedo / shading, one row a clip.
 
-    .venv/bin/python tools/contact_sheet.py [--fixtures ../shared/fixtures] [--out docs/contact_sheet.png]
+    .venv/bin/python tools/contact_sheet.py                 # three fixture clips -> out/contact_sheet.png
+    .venv/bin/python tools/contact_sheet.py --astronaut     # the public-domain astronaut under three
+                                                            # presets -> docs/astronaut_sheet.png (README)
 
-Runs `relight_core.pipeline` on one frame of each clip (light preset, then the same light from a camera
-orbited by yaw 20 / pitch 10) in a temporary folder and tiles the results, downscaled, into one PNG
-(kept small: no fixture frames are stored in the repository, only this derived sheet).
+Runs `relight_core.pipeline` on one frame of each clip (a light preset, then the same light from a camera
+orbited by yaw 20 / pitch 10) in a temporary folder and tiles the results, downscaled, into one PNG.
+The fixture footage shows real people who did not consent to publication of derived images, so its
+sheet goes to the git-ignored out/ folder for review only; the README shows the astronaut (NASA, public
+domain, ships with scikit-image).
 """
 
 from __future__ import annotations
@@ -21,14 +25,20 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 CLIPS = (("videos/lp_d9.mp4", 60), ("videos/vr_4.mp4", 40), ("videos/lp_d18.mp4", 30))
-COLUMNS = ("input", "relit (rembrandt)", "yaw 20, pitch 10", "albedo", "shading x 1/2")
+ASTRONAUT_LIGHTS = ("rembrandt", "golden-hour", "rim")
+ASTRONAUT_BOX = (0.1, 0.0, 0.6)  # the head and shoulders
+COLUMNS = ("input", "relit ({light})", "yaw 20, pitch 10", "albedo", "shading x 1/2")
 
 
-def tile(img_bgr: np.ndarray, size: int) -> np.ndarray:
-    """Centre-crop to a square and resize to size x size."""
+def tile(img_bgr: np.ndarray, size: int, box: tuple[float, float, float] | None = None) -> np.ndarray:
+    """Crop to a square and resize to size x size. box = (x0, y0, side) as fractions of the width;
+    None: the centred square."""
     h, w = img_bgr.shape[:2]
-    s = min(h, w)
-    y0, x0 = (h - s) // 2, (w - s) // 2
+    if box is None:
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+    else:
+        x0, y0, s = (round(v * w) for v in box)
     return cv2.resize(img_bgr[y0:y0 + s, x0:x0 + s], (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -48,7 +58,8 @@ def read_bgr(path: Path, gain: float = 1.0) -> np.ndarray:
     return img
 
 
-def clip_row(clip: Path, frame: int, light: str, size: int, work: Path) -> list[np.ndarray]:
+def clip_row(clip: Path, frame: int, light: str, size: int, work: Path,
+             box: tuple[float, float, float] | None = None) -> list[np.ndarray]:
     from relight_core import io, pipeline
 
     out = work / clip.stem
@@ -61,34 +72,61 @@ def clip_row(clip: Path, frame: int, light: str, size: int, work: Path) -> list[
     src = io.open_footage(clip, frames=(frame, frame + 1), size=384).read(frame)
     name = f"{io.open_footage(clip).name}_{frame:06d}.png"
     inp = cv2.cvtColor(io.encode_srgb8(src), cv2.COLOR_RGB2BGR)
-    return [tile(inp, size)] + [tile(read_bgr(out / d / p / name, gain), size)
+    return [tile(inp, size, box)] + [tile(read_bgr(out / d / p / name, gain), size, box)
                                 for d, p, gain in (("relit", "rgba", 1.0), ("novel", "rgba", 1.0),
                                                    ("relit", "albedo", 1.0), ("relit", "shading", 0.5))]
+
+
+def astronaut_png(work: Path) -> Path:
+    """skimage's astronaut portrait written as a PNG in `work`."""
+    from skimage import data
+
+    path = work / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    return path
+
+
+def header_row(labels: list[str], width: int, tile_size: int) -> np.ndarray:
+    header = np.full((22, width, 3), 255, np.uint8)
+    for i, label in enumerate(labels):
+        cv2.putText(header, label, (i * tile_size + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return header
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fixtures", default=str(REPO.parent / "shared" / "fixtures"))
-    ap.add_argument("--out", default=str(REPO / "docs" / "contact_sheet.png"))
-    ap.add_argument("--light", default="rembrandt", help="preset or light file for the relit columns")
+    ap.add_argument("--astronaut", action="store_true",
+                    help="the public-domain astronaut under three presets instead of the fixture clips")
+    ap.add_argument("--out", default=None,
+                    help="output PNG (default: out/contact_sheet.png, or docs/astronaut_sheet.png)")
+    ap.add_argument("--light", default="rembrandt", help="preset or light file for the fixture rows")
     ap.add_argument("--tile", type=int, default=168, help="tile size in pixels")
     args = ap.parse_args()
+    default = REPO / "docs" / "astronaut_sheet.png" if args.astronaut else REPO / "out" / "contact_sheet.png"
+    out_path = Path(args.out) if args.out else default
     fixtures = Path(args.fixtures)
-    if not (fixtures / "PROVENANCE.md").is_file():
-        print(f"no fixtures at {fixtures}", file=sys.stderr)
+    if not args.astronaut and not (fixtures / "PROVENANCE.md").is_file():
+        print(f"no fixtures at {fixtures}; use --astronaut", file=sys.stderr)
         return 2
-    rows = []
+    rows, labels = [], [c.format(light=args.light) for c in COLUMNS]
     with tempfile.TemporaryDirectory() as tmp:
-        for rel, frame in CLIPS:
-            rows.append(np.hstack(clip_row(fixtures / rel, frame, args.light, args.tile, Path(tmp))))
-    header = np.full((22, rows[0].shape[1], 3), 255, np.uint8)
-    for i, label in enumerate(COLUMNS):
-        cv2.putText(header, label, (i * args.tile + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    sheet = np.vstack([header, *rows])
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(args.out, sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    print(f"wrote {args.out} ({Path(args.out).stat().st_size // 1024} KiB, light {args.light})")
+        if args.astronaut:
+            src = astronaut_png(Path(tmp))
+            for light in ASTRONAUT_LIGHTS:
+                row = clip_row(src, 0, light, args.tile, Path(tmp) / light, ASTRONAUT_BOX)
+                cv2.putText(row[1], light, (4, args.tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
+                            (255, 255, 255), 1, cv2.LINE_AA)
+                rows.append(np.hstack(row))
+            labels[1] = "relit (preset)"
+        else:
+            for rel, frame in CLIPS:
+                rows.append(np.hstack(clip_row(fixtures / rel, frame, args.light, args.tile, Path(tmp))))
+    sheet = np.vstack([header_row(labels, rows[0].shape[1], args.tile), *rows])
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_path), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    print(f"wrote {out_path} ({out_path.stat().st_size // 1024} KiB)")
     return 0
 
 
