@@ -178,8 +178,13 @@ def new_from_input_rotation(cam2head: np.ndarray, cam_from_head_in: np.ndarray) 
 
 
 def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple[float, float],
-                embedder, id_every: int) -> dict[str, Any]:
-    """Metrics of one finished run (see the module docstring) -> per-frame curves and means."""
+                embedder, id_every: int, estimator: metrics.LightEstimator | None = None) -> dict[str, Any]:
+    """Metrics of one finished run (see the module docstring) -> per-frame curves and means.
+
+    estimator: the light estimator (default `metrics.estimate_light`), given the output frame (linear),
+    the re-tracked normals (DPR frame) and the skin mask.
+    """
+    estimate = estimator or metrics.estimate_light
     from relight_core import geometry
     from relight_core import sh as shlib
 
@@ -205,7 +210,7 @@ def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple
         geo = geometry.build_geometry(ana, i, h, w)
         n_dpr = metrics.cam_to_dpr(np.asarray(geo.normals, dtype=np.float64))
         skin = (np.asarray(geo.labels) == 1).astype(np.float32)
-        est = metrics.estimate_light(linear[i], n_dpr, skin)
+        est = estimate(linear[i], n_dpr, skin)
         if est is None:
             continue
         target_out = shlib.rotate_sh(target, r_dpr)
@@ -300,7 +305,8 @@ def prepare_clip(cfg: EvalConfig, clip: str, root: Path, embedder) -> tuple[Clip
 
 
 def run_one(cfg: EvalConfig, ctx: ClipContext, root: Path, variant: str, light: str,
-            view: tuple[float, float], embedder) -> dict[str, Any]:
+            view: tuple[float, float], embedder,
+            estimator: metrics.LightEstimator | None = None) -> dict[str, Any]:
     """One pipeline run (reusing the clip's analysis) + its metrics."""
     from relight_core import pipeline
 
@@ -318,15 +324,18 @@ def run_one(cfg: EvalConfig, ctx: ClipContext, root: Path, variant: str, light: 
             shutil.copy2(ctx.analysis_dir / f, out_dir / f)
     with geometry_variant(geometry_kind):
         pipeline.run(job)
-    res = measure_run(ctx, out_dir, target_sh(light), view, embedder, cfg.id_every)
+    res = measure_run(ctx, out_dir, target_sh(light), view, embedder, cfg.id_every, estimator)
     if not cfg.keep_frames:
         shutil.rmtree(out_dir / "rgba", ignore_errors=True)
     res.update({"clip": ctx.name, "variant": variant, "light": Path(light).stem, "view": list(view)})
     return res
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Run everything in `cfg`, write the tables, plots and JSON into cfg.out -> the results dict."""
+def evaluate(cfg: EvalConfig, estimator: metrics.LightEstimator | None = None) -> dict[str, Any]:
+    """Run everything in `cfg`, write the tables, plots and JSON into cfg.out -> the results dict.
+
+    estimator: the light estimator for LE/LI (default `metrics.estimate_light`).
+    """
     from tqdm import tqdm
 
     from relight_core.eval import bench, identity
@@ -366,7 +375,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             if c != clip:
                 continue
             bar.set_postfix_str(f"{ctx.name} {variant} {Path(light).stem} {view_name(view)}")
-            res = run_one(cfg, ctx, root, variant, light, view, embedder)
+            res = run_one(cfg, ctx, root, variant, light, view, embedder, estimator)
             if "skipped" in res:
                 note = f"ablation '{variant}' skipped: {res['skipped']}"
                 if note not in notes:
