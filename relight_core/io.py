@@ -50,10 +50,21 @@ def decode_srgb8(img: np.ndarray) -> np.ndarray:
     return _DECODE_LUT_8[img]
 
 
+# the 8-bit encoding table extended to every uint16 index: indices past 1.0 saturate to 255
+_ENCODE_LUT_8_WIDE = np.concatenate([_ENCODE_LUT_8, np.full(65536 - _ENCODE_LUT_SIZE, _ENCODE_LUT_8[-1],
+                                                            np.uint8)])
+
+
 def encode_srgb8(img: np.ndarray) -> np.ndarray:
-    """(H, W, C) float linear -> uint8 sRGB, through a lookup table (fast; error < 0.5 LSB)."""
-    idx = np.clip(img, 0.0, 1.0) * (_ENCODE_LUT_SIZE - 1) + 0.5
-    return _ENCODE_LUT_8[idx.astype(np.int32)]
+    """(H, W, C) float linear -> uint8 sRGB, through a lookup table (fast; error < 0.5 LSB).
+
+    The table index is round(x * 4095) by OpenCV's saturating float -> uint16 conversion (negative
+    values give 0, values past 1 the last entry): ~4x faster than numpy clip + cast at 512 px.
+    """
+    a = np.ascontiguousarray(img, dtype=np.float32)
+    flat = a.reshape(a.shape[0] if a.ndim > 1 else 1, -1)
+    idx = cv2.multiply(flat, float(_ENCODE_LUT_SIZE - 1), dtype=cv2.CV_16U)
+    return np.take(_ENCODE_LUT_8_WIDE, idx).reshape(a.shape)
 
 
 def _encode_srgb16(img: np.ndarray) -> np.ndarray:
@@ -128,6 +139,10 @@ def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray]) -> None
 
 # --------------------------------------------------------------------------------------------- writing
 
+# zlib level 1: ~30% faster to encode than OpenCV's default (3) at 512 px, files ~10% larger;
+# PNG stays lossless whatever the level
+PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1]
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
@@ -158,7 +173,7 @@ def write_png(path: str | os.PathLike, img: np.ndarray, bits: int = 8) -> None:
         alpha = (np.clip(img[..., 3:4], 0, 1) * scale + 0.5).astype(out.dtype)
         out = np.concatenate([out, alpha], axis=2)
     with atomic_write(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(out)):
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(out), PNG_PARAMS):
             raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
 
 

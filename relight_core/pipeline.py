@@ -400,7 +400,7 @@ def _write_data_png16(path: Path, img: np.ndarray) -> None:
     if a.ndim == 3:
         a = np.ascontiguousarray(a[:, :, ::-1])
     with io.atomic_write(path) as tmp:
-        if not cv2.imwrite(str(tmp), a):
+        if not cv2.imwrite(str(tmp), a, io.PNG_PARAMS):
             raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
 
 
@@ -436,7 +436,7 @@ def _write_rgba_png8(path: Path, rgba: np.ndarray) -> None:
     r, g, b = cv2.split(io.encode_srgb8(rgba[..., :3]))
     a8 = (np.clip(rgba[..., 3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     with io.atomic_write(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.merge((b, g, r, a8))):
+        if not cv2.imwrite(str(tmp), cv2.merge((b, g, r, a8)), io.PNG_PARAMS):
             raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
 
 
