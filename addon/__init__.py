@@ -4,7 +4,7 @@ The add-on turns Blender state (the selected strip, the scene's lights and World
 camera relative to the anchor) into a request for the engine worker, which runs as a separate process
 (`<engine python> -m relight_core worker`), and brings the relit frames back as an image strip.
 It imports only bpy, numpy, the standard library and the numpy-only engine modules (`sh`, `lights`,
-`camera`). See docs/blender.md.
+`camera`). See the README, "Blender workflow".
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ HELP = "Time the relight pipeline per stage (warm-up excluded, median of runs) a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `bench` (see docs/evaluation.md)."""
+    """Options of `bench` (see the README, "Evaluation and benchmark")."""
     parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
     parser.add_argument("--size", type=int, default=512, metavar="N", help="longer side in pixels [512]")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

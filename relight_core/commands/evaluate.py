@@ -10,7 +10,7 @@ HELP = "Relight clips under several lights and views and measure LE, LI, ID, WE,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `evaluate` (see docs/evaluation.md)."""
+    """Options of `evaluate` (see the README, "Evaluation and benchmark")."""
     parser.add_argument("clips", nargs="+", metavar="CLIP", help="movie files or image-sequence folders")
     parser.add_argument("--lights", nargs="+", required=True, metavar="LIGHT",
                         help="target lights: preset names or light files (.txt/.npy/.json)")

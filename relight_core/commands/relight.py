@@ -11,7 +11,7 @@ HELP = "Relight a portrait clip, image sequence or photo; optionally render it f
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `relight` (see docs/cli.md)."""
+    """Options of `relight` (see the README, "Command line")."""
     parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
     parser.add_argument("--light", default="input", metavar="LIGHT",
                         help="preset name, light file (.txt/.npy/.json, one light or one per frame), a "

@@ -1,8 +1,8 @@
 """`relight-core worker`: the JSON-lines engine process that the Blender add-on drives.
 
-Protocol (docs/cli.md): the first stdin line is one JSON request; later lines may be {"cmd": "cancel"}
-or `cancel`; SIGTERM also cancels. Events are JSON lines on stdout, flushed per line; everything else
-(logs, library chatter) goes to stderr. Exit status: 0 done, 1 cancelled, 2 error.
+Protocol (README, "Worker protocol"): the first stdin line is one JSON request; later lines may be
+{"cmd": "cancel"} or `cancel`; SIGTERM also cancels. Events are JSON lines on stdout, flushed per line;
+everything else (logs, library chatter) goes to stderr. Exit status: 0 done, 1 cancelled, 2 error.
 """
 
 from __future__ import annotations

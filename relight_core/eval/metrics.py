@@ -1,7 +1,7 @@
 """Quality metrics for relit portrait video (the paper's Sec. 4.2 / 4.4 metrics, made explicit).
 
-Every metric is a small pure function over arrays; the formulas are stated here and in
-docs/evaluation.md. Image conventions: metrics that compare pixels (WE, tSSIM, PSNR) take DISPLAY
+Every metric is a small pure function over arrays; the formulas are stated here and in the README
+("Evaluation and benchmark"). Image conventions: metrics that compare pixels (WE, tSSIM, PSNR) take DISPLAY
 images, i.e. sRGB-encoded values in [0, 1] as a viewer sees them (use `to_display` on the engine's linear
 frames); the lighting estimator works on LINEAR RGB because shading is linear in radiance.
 
