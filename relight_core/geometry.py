@@ -220,6 +220,17 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     precision by OpenCV; barycentrics are then evaluated per covered pixel from per-triangle affine
     coefficients (clipped to the triangle: OpenCV also fills pixels its edges merely touch).
     """
+    ids, idx, tid, lam = _raster_core(pixels, depth, tris, height, width, cull)
+    ys, xs = np.divmod(idx, width)
+    return ids, ys, xs, tid, lam.T
+
+
+def _raster_core(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
+                 cull: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`rasterize_sparse` with channel-first barycentrics -> (ids (H, W), flat pixel index (N,),
+    triangle (N,), barycentrics (3, N) float32). Rows of (3, N) make every per-pixel numpy pass a
+    contiguous 1-D loop (a reduction over a length-3 last axis is several times slower)."""
     import cv2
 
     px = np.asarray(pixels, dtype=np.float64)
@@ -228,9 +239,8 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     if cull is not None:
         order = order[~np.asarray(cull)[order]]
     ids = np.zeros((height, width), dtype=np.int32)
-    empty = np.zeros(0, np.int64)
     if len(order) == 0:
-        return ids - 1, empty, empty, empty, np.zeros((0, 3), np.float32)
+        return ids - 1, np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros((3, 0), np.float32)
     fixed = np.round((px - 0.5) * 16.0).astype(np.int32)
     polys = fixed[tris]
     for t in order.tolist():
@@ -239,7 +249,6 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     flat = ids.reshape(-1)
     idx = np.flatnonzero(flat >= 0)
     tid = flat[idx]
-    ys, xs = np.divmod(idx, width)
     # per-triangle affine barycentrics: l1 = A1 x + B1 y + C1, l2 = A2 x + B2 y + C2
     a, b, c = px[tris[:, 0]], px[tris[:, 1]], px[tris[:, 2]]
     e1, e2 = b - a, c - a
@@ -247,16 +256,27 @@ def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, he
     det = np.where(np.abs(det) < 1e-12, 1e-12, det)
     a1, b1 = e2[:, 1] / det, -e2[:, 0] / det
     a2, b2 = -e1[:, 1] / det, e1[:, 0] / det
-    coef = np.stack([a1, b1, -(a1 * a[:, 0] + b1 * a[:, 1]), a2, b2, -(a2 * a[:, 0] + b2 * a[:, 1])], axis=1)
-    cf = np.take(coef.astype(np.float32), tid, axis=0)  # np.take: much faster than fancy indexing
-    fx = xs.astype(np.float32) + np.float32(0.5)
-    fy = ys.astype(np.float32) + np.float32(0.5)
-    l1 = cf[:, 0] * fx + cf[:, 1] * fy + cf[:, 2]
-    l2 = cf[:, 3] * fx + cf[:, 4] * fy + cf[:, 5]
-    lam = np.stack([1.0 - l1 - l2, l1, l2], axis=1)
+    coef = np.stack([a1, b1, -(a1 * a[:, 0] + b1 * a[:, 1]), a2, b2, -(a2 * a[:, 0] + b2 * a[:, 1])])
+    coef = coef.astype(np.float32)
+    ys, xs = np.divmod(idx.astype(np.int32), np.int32(width))
+    fx = xs.astype(np.float32)
+    fx += np.float32(0.5)
+    fy = ys.astype(np.float32)
+    fy += np.float32(0.5)
+    lam = np.empty((3, len(idx)), np.float32)
+    l0, l1, l2 = lam
+    for row, cx, cy, cc in ((l1, 0, 1, 2), (l2, 3, 4, 5)):
+        np.multiply(np.take(coef[cx], tid), fx, out=row)
+        row += np.take(coef[cy], tid) * fy
+        row += np.take(coef[cc], tid)
+    np.subtract(np.float32(1.0), l1, out=l0)
+    l0 -= l2
     np.clip(lam, 0.0, 1.0, out=lam)
-    lam /= np.maximum(lam.sum(axis=1, keepdims=True), np.float32(1e-6))
-    return ids, ys, xs, tid, lam
+    total = l0 + l1
+    total += l2
+    np.maximum(total, np.float32(1e-6), out=total)
+    lam /= total
+    return ids, idx, tid, lam
 
 
 def rasterize(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
@@ -312,13 +332,27 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
     px = cam.project(v, k)
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
-    ids, ys, xs, tid, lam = rasterize_sparse(px, -v[:, 2], tris, height, width, cull=back)
-    tv = np.take(tris, tid, axis=0)
-    vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32)
-    out = np.einsum("nkc,nk->nc", np.take(vals, tv, axis=0), lam)
-    n = np.ascontiguousarray(out[:, :3])
-    n *= (1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), 1e-6))[:, None]
-    return MeshRaster(ids >= 0, ys, xs, out[:, 3].copy(), n, ys * width + xs)
+    ids, idx, tid, lam = _raster_core(px, -v[:, 2], tris, height, width, cull=back)
+    # channel-first per-vertex values (nx, ny, nz, depth) (4, V); out (4, N) = sum_k vals[:, tv_k] lam_k
+    vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
+    tris_t = np.ascontiguousarray(np.asarray(tris, dtype=np.int32).T)
+    out = np.zeros((4, len(idx)), np.float32)
+    for corner in range(3):
+        tv = np.take(tris_t[corner], tid)
+        for c in range(4):
+            out[c] += np.take(vals[c], tv) * lam[corner]
+    nx, ny, nz = out[0], out[1], out[2]
+    inv = nx * nx
+    inv += ny * ny
+    inv += nz * nz
+    np.sqrt(inv, out=inv)
+    np.maximum(inv, np.float32(1e-6), out=inv)
+    np.divide(np.float32(1.0), inv, out=inv)
+    n = np.empty((len(idx), 3), np.float32)
+    for c in range(3):
+        np.multiply(out[c], inv, out=n[:, c])
+    ys, xs = np.divmod(idx, width)
+    return MeshRaster(ids >= 0, ys, xs, out[3].copy(), n, idx)
 
 
 # --------------------------------------------------------------------------------------------- person

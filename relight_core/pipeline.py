@@ -75,6 +75,30 @@ class RelightJob:
     keep_analysis: bool = True
 
 
+# --------------------------------------------------------------------------------------------- allocator
+
+def tune_allocator() -> bool:
+    """Keep freed frame-sized buffers in the process heap (glibc only) -> True when applied.
+
+    By default glibc serves every allocation over 128 KiB with a fresh mmap and returns it on free, so
+    each (H, W, 3) temporary of every frame is page-faulted in again (~10% of the per-frame time at
+    512 px). Raising the mmap and trim thresholds to 256 MiB makes those buffers reused; peak memory is
+    unchanged (the same buffers are live at the peak), freed memory is kept for the next frame.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 256 << 20)) and bool(libc.mallopt(m_trim_threshold,
+                                                                                  512 << 20))
+    except (OSError, AttributeError):
+        return False
+
+
 # --------------------------------------------------------------------------------------------- validation
 
 def resolve_device(device: str) -> str:
@@ -768,6 +792,7 @@ def run(job: RelightJob, on_event: EventSink | None = None, cancel: threading.Ev
     cancel = cancel or threading.Event()
     t_start = time.perf_counter()
     _validate(job)
+    tune_allocator()
     device = resolve_device(job.device)
     footage = io.open_footage(job.input, frames=tuple(job.frames) if job.frames else None, size=job.size)
     target = load_target_lighting(job.lighting, size=512)
