@@ -26,9 +26,12 @@ pixels too.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import os
+import sys
 import warnings as _warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -142,10 +145,42 @@ def smooth_sequence(x: np.ndarray, params: OneEuroParams, fps: float, scale: np.
 # --------------------------------------------------------------------------------------------- mediapipe
 
 def _mp():
+    # MediaPipe's C++ side (glog/absl, TFLite) logs INFO/WARNING lines to stderr; keep errors only unless
+    # the user set these variables themselves
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         import mediapipe as mp
     return mp
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence file descriptor 2 while a MediaPipe graph is built and runs its first frame.
+
+    absl writes "All log messages before absl::InitializeLog()..." and the graph's start-up warnings
+    (XNNPACK delegate, feedback tensors, NORM_RECT) straight to fd 2 whatever the log level; they carry
+    nothing for the user. Python exceptions raised inside still propagate (after fd 2 is restored).
+    Set RELIGHT_NATIVE_LOGS=1 to see everything.
+    """
+    if os.environ.get("RELIGHT_NATIVE_LOGS"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def to_uint8_srgb(rgb: np.ndarray) -> np.ndarray:
@@ -273,8 +308,8 @@ def neutral_face() -> np.ndarray:
 
     img = data.astronaut()
     mp = _mp()
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
-                                         max_num_faces=1) as fm:
+    with quiet_native_stderr(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                                                max_num_faces=1) as fm:
         res = fm.process(img)
     if not res.multi_face_landmarks:
         raise RuntimeError("MediaPipe found no face on the astronaut image; the installation is broken.")
@@ -435,9 +470,14 @@ class FaceTracker:
     def reset(self) -> None:
         self.close()
         mp = _mp()
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=self.static, refine_landmarks=True, max_num_faces=self.max_faces,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        with quiet_native_stderr():
+            self._mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=self.static, refine_landmarks=True, max_num_faces=self.max_faces,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5)
+            # the graph opens its models on its own threads; a blank frame (no face: the next frame runs
+            # detection as after a fresh start) waits for that, so their messages fall in this block
+            self._mesh.process(np.zeros((64, 64, 3), np.uint8))
+        self._started = False
         self._filter = OneEuroFilter(self.smoothing, self.fps) if self.smoothing else None
         self._pose: np.ndarray | None = None
 
@@ -450,7 +490,12 @@ class FaceTracker:
         """Raw landmarks (478, 3) px of the largest face (or None) and the number of faces found."""
         img = to_uint8_srgb(rgb)
         h, w = img.shape[:2]
-        res = self._mesh.process(img)
+        if self._started:
+            res = self._mesh.process(img)
+        else:  # the graph's start-up messages come with its first frame
+            with quiet_native_stderr():
+                res = self._mesh.process(img)
+            self._started = True
         faces = res.multi_face_landmarks or []
         if not faces:
             return None, 0
@@ -488,7 +533,10 @@ class PersonMatte:
     def reset(self) -> None:
         self.close()
         seg = _mp().solutions.selfie_segmentation
-        self._seg = seg.SelfieSegmentation(model_selection=self.model_selection)
+        with quiet_native_stderr():
+            self._seg = seg.SelfieSegmentation(model_selection=self.model_selection)
+            self._seg.process(np.zeros((64, 64, 3), np.uint8))  # waits for the graph start (see FaceTracker)
+        self._started = False
 
     def close(self) -> None:
         if self._seg is not None:
@@ -499,7 +547,13 @@ class PersonMatte:
         """(H, W, 3) linear float or uint8 -> matte float32 0..1, (H, W) or resized to size=(h, w)."""
         import cv2
 
-        m = self._seg.process(to_uint8_srgb(rgb)).segmentation_mask
+        img = to_uint8_srgb(rgb)
+        if self._started:
+            m = self._seg.process(img).segmentation_mask
+        else:  # the graph's start-up messages come with its first frame
+            with quiet_native_stderr():
+                m = self._seg.process(img).segmentation_mask
+            self._started = True
         m = np.clip(np.asarray(m, dtype=np.float32), 0.0, 1.0)
         if size is not None and m.shape != tuple(size):
             m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_AREA)
