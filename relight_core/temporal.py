@@ -58,14 +58,18 @@ class SHSmoother:
 
 
 def to_gray8(image: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Linear RGB (H, W, 3) -> uint8 grey with a gamma of 1/2.2 (perceptual), optionally resized by scale."""
-    g = np.sqrt(np.clip(image @ LUMA, 0.0, 1.0))  # ~gamma 2: cheap and close enough for flow
-    g8 = (g * 255.0 + 0.5).astype(np.uint8)
+    """Linear RGB (H, W, 3) -> uint8 grey with a gamma of 1/2.2 (perceptual), optionally resized by scale.
+
+    When resizing, the colour image is area-averaged first (fewer pixels for the luma and gamma passes).
+    """
+    img = np.ascontiguousarray(image, dtype=np.float32)
     if scale != 1.0:
-        h, w = g8.shape
-        g8 = cv2.resize(g8, (max(int(round(w * scale)), 8), max(int(round(h * scale)), 8)),
-                        interpolation=cv2.INTER_AREA)
-    return g8
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (max(int(round(w * scale)), 8), max(int(round(h * scale)), 8)),
+                         interpolation=cv2.INTER_AREA)
+    luma = cv2.transform(img, np.asarray(LUMA, np.float32).reshape(1, 3))
+    g = np.sqrt(np.clip(luma, 0.0, 1.0))  # ~gamma 2: cheap and close enough for flow
+    return cv2.convertScaleAbs(g, alpha=255.0)
 
 
 def dis_flow(gray_from: np.ndarray, gray_to: np.ndarray, preset: int | None = None) -> np.ndarray:
@@ -104,7 +108,7 @@ class FlowStabilizer:
     def __init__(self, strength: float = 0.6, flow_scale: float = 0.5, tol: float = 0.05) -> None:
         self.strength, self.flow_scale, self.tol = strength, flow_scale, tol
         self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
-        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._grids: dict[tuple, object] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -117,6 +121,14 @@ class FlowStabilizer:
         key = (h, w)
         if key not in self._grids:
             self._grids[key] = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        return self._grids[key]
+
+    def _grid2(self, h: int, w: int) -> np.ndarray:
+        """Pixel coordinates (h, w, 2) float32 (x, y), cached: the identity map of cv2.remap."""
+        key = (h, w, 2)
+        if key not in self._grids:
+            gx, gy = self._grid(h, w)
+            self._grids[key] = cv2.merge([gx, gy])
         return self._grids[key]
 
     def __call__(self, value: np.ndarray, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -132,24 +144,24 @@ class FlowStabilizer:
                 and self._prev_map is not None and self._prev_map.shape == value.shape:
             flow = self._dis.calc(gray, self._prev_gray, None)
             gh, gw = gray.shape
-            sx, sy = self._grid(gh, gw)
-            prev_w = cv2.remap(self._prev_gray, sx + flow[..., 0], sy + flow[..., 1], cv2.INTER_LINEAR,
+            # remap with (H, W, 2) maps: base grid + flow in one add
+            prev_w = cv2.remap(self._prev_gray, self._grid2(gh, gw) + flow, None, cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
             # photometric occlusion check at flow resolution, then the weight of the past
-            diff = cv2.absdiff(gray, prev_w).astype(np.float32) * (1.0 / (255.0 * self.tol))
-            conf = np.exp(-diff * diff) * self.strength
-            fx, fy = self._grid(h, w)
-            flow_full = upscale_flow(flow, h, w)
-            mx, my = fx + flow_full[..., 0], fy + flow_full[..., 1]
-            warped = cv2.remap(self._prev_map, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            pv = cv2.remap(self._prev_valid, mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+            diff = cv2.absdiff(gray, prev_w).astype(np.float32) * np.float32(1.0 / (255.0 * self.tol))
+            conf = np.exp(-diff * diff) * np.float32(self.strength)
+            mxy = self._grid2(h, w) + upscale_flow(flow, h, w)
+            warped = cv2.remap(self._prev_map, mxy, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            pv = cv2.remap(self._prev_valid, mxy, None, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
             if (gh, gw) != (h, w):
                 conf = cv2.resize(conf, (w, h), interpolation=cv2.INTER_LINEAR)
-            wgt = conf * pv.astype(np.float32) * valid.astype(np.float32)
+            wgt = conf * (pv & np.asarray(valid, dtype=bool).view(np.uint8)).astype(np.float32)
             if warped.ndim == 3:
                 wgt = cv2.merge([wgt] * warped.shape[2])
-            out = value + wgt * (warped - value)
+            out = cv2.subtract(warped, value)
+            out = cv2.multiply(out, wgt)
+            out = cv2.add(out, value)
         self._prev_gray = gray
         self._prev_map = np.ascontiguousarray(out, dtype=np.float32)
-        self._prev_valid = valid.astype(np.uint8)
+        self._prev_valid = valid.astype(np.uint8)  # 0/1
         return out
