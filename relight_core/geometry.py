@@ -383,6 +383,15 @@ def normals_from_depth(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
 
     P(u, v) = D (a, b, -1) with a = (u - cx) / fx, b = -(v - cy) / fy; n ~ -(dP/du x dP/dv).
     """
+    import cv2
+
+    return cv2.merge(_normal_channels(depth, k))
+
+
+def _normal_channels(depth: np.ndarray, k: np.ndarray, inside: np.ndarray | None = None
+                     ) -> list[np.ndarray]:
+    """`normals_from_depth` as three (H, W) float32 channels [nx, ny, nz]; where `inside` (H, W) bool is
+    False the normal is (0, 0, 1)."""
     h, w = depth.shape
     k = cam.k_matrix(k)
     ifx, ify = np.float32(1.0 / k[0, 0]), np.float32(1.0 / k[1, 1])
@@ -394,11 +403,26 @@ def normals_from_depth(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
     # dP/du = du (a, b, -1) + d (1/fx, 0, 0);  dP/dv = dv (a, b, -1) + d (0, -1/fy, 0)
     # n = -(dP/du x dP/dv) / d = (du/fy, -dv/fx, a du/fy - b dv/fx + d/(fx fy))  (toward the camera)
     nx = du * ify
-    ny = -dv * ifx
-    nz = d * ifx * ify + a * du * ify - b * dv * ifx
-    norm = np.sqrt(nx * nx + ny * ny + nz * nz)
-    norm = np.maximum(norm, np.float32(1e-12))
-    return np.stack([nx / norm, ny / norm, nz / norm], axis=-1)
+    ny = dv * -ifx
+    nz = d * (ifx * ify)
+    nz += a * nx
+    nz += b * ny
+    inv = nx * nx
+    inv += ny * ny
+    inv += nz * nz
+    np.sqrt(inv, out=inv)
+    np.maximum(inv, np.float32(1e-12), out=inv)
+    np.divide(np.float32(1.0), inv, out=inv)
+    if inside is not None:
+        m = inside.astype(np.float32)
+        inv *= m
+        nz *= inv
+        nz += np.float32(1.0) - m
+    else:
+        nz *= inv
+    nx *= inv
+    ny *= inv
+    return [nx, ny, nz]
 
 
 def label_map(landmarks_px: np.ndarray, face: np.ndarray, person: np.ndarray) -> np.ndarray:
@@ -455,8 +479,7 @@ def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, 
         base = DOME_RADIUS + 1.0
     d_small += np.float32(base)
     sigma = max(0.6 * seam_px / f, 0.8)
-    n_small = normals_from_depth(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small)
-    n_small[~small] = (0.0, 0.0, 1.0)
+    n_small = cv2.merge(_normal_channels(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small, small))
     if f == 1:
         return d_small, n_small, base
     depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -495,8 +518,12 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     ws = w_face[seam]
     si = idx[seam]
     d_new[seam] = ws * d_new[seam] + (1.0 - ws) * np.take(d_flat, si)
-    nb = ws[:, None] * n_new[seam] + (1.0 - ws[:, None]) * np.take(n_flat, si, axis=0)
-    n_new[seam] = nb / np.maximum(np.sqrt(np.einsum("ij,ij->i", nb, nb)), 1e-6)[:, None]
+    # normals of the seam pixels blended channel by channel (contiguous 1-D passes), then renormalised
+    nb = [ws * np.take(face.normals[:, c], seam) + (1.0 - ws) * np.take(n_flat[:, c], si) for c in range(3)]
+    inv = nb[0] * nb[0] + nb[1] * nb[1] + nb[2] * nb[2]
+    inv = np.float32(1.0) / np.maximum(np.sqrt(inv), np.float32(1e-6))
+    for c in range(3):
+        n_new[seam, c] = nb[c] * inv
     d_flat[idx] = d_new
     n_flat[idx] = n_new
     outside = ~person
