@@ -30,7 +30,6 @@ from relight_core import camera as cam
 BACKGROUND, SKIN, EYES, BROWS, LIPS, REST = 0, 1, 2, 3, 4, 5
 DOME_RADIUS = 0.3        # head units: curvature radius of the matte dome (a neck / head-sized tube)
 SEAM_WIDTH = 0.04        # head units: width of the face / rest blend at the face boundary
-NORMAL_SMOOTHING = 1     # rounds of 1-ring normal averaging on the face mesh (see `vertex_normals`)
 JOIN_WIDTH = 0.08        # head units: how far the face-boundary depth correction reaches into the rest
 
 
@@ -196,31 +195,15 @@ def face_vertices_cam(landmarks: np.ndarray, cam_from_head: np.ndarray, k: np.nd
     return lift_landmarks(landmarks, cam_from_head, k, shape)
 
 
-def vertex_normals(vertices: np.ndarray, tris: np.ndarray, smooth: int = 0) -> np.ndarray:
-    """Area-weighted vertex normals (V, 3), unit, from (V, 3) vertices and (T, 3) outward-wound faces.
-
-    smooth: rounds of averaging each normal with its 1-ring neighbours (umbrella smoothing). The landmark
-    mesh is bumpy at the scale of its triangles (eye sockets, lip corners: about 8-9 degrees facet to
-    facet), and those bumps divide straight into the albedo and multiply into the relit shading as dark
-    blotches; `NORMAL_SMOOTHING` rounds soften that. More rounds (3) also pull the silhouette's normals
-    toward the camera (up to 40 degrees) and broke the direction and flicker tests.
-    """
+def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """Area-weighted vertex normals (V, 3), unit, from (V, 3) vertices and (T, 3) outward-wound faces."""
     v = np.asarray(vertices, dtype=np.float64)
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     n = np.zeros_like(v)
     for c in range(3):
         for d in range(3):
             n[:, d] += np.bincount(tris[:, c], weights=fn[:, d], minlength=len(v))
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    if smooth:
-        a, b = np.asarray(tris).reshape(-1), np.roll(tris, 1, axis=1).reshape(-1)  # the 3 edges of each face
-        src, dst = np.concatenate([a, b]), np.concatenate([b, a])
-        for _ in range(smooth):
-            acc = n.copy()
-            for d in range(3):
-                acc[:, d] += np.bincount(dst, weights=n[src, d], minlength=len(v))
-            n = acc / np.maximum(np.linalg.norm(acc, axis=1, keepdims=True), 1e-12)
-    return n
+    return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
 # --------------------------------------------------------------------------------------------- raster
@@ -342,18 +325,16 @@ class MeshRaster:
         return d, n
 
 
-def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int,
-                smooth: int = 0) -> MeshRaster:
+def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int) -> MeshRaster:
     """Rasterise a cam-space mesh (V, 3) with outward-wound faces (T, 3) through intrinsics k at
-    (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space).
-    smooth: rounds of normal smoothing (see `vertex_normals`)."""
+    (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space)."""
     v = np.asarray(vertices, dtype=np.float64)
     px = cam.project(v, k)
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
     ids, idx, tid, lam = _raster_core(px, -v[:, 2], tris, height, width, cull=back)
     # channel-first per-vertex values (nx, ny, nz, depth) (4, V); out (4, N) = sum_k vals[:, tv_k] lam_k
-    vals = np.concatenate([vertex_normals(v, tris, smooth), -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
+    vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
     tris_t = np.ascontiguousarray(np.asarray(tris, dtype=np.int32).T)
     out = np.zeros((4, len(idx)), np.float32)
     for corner in range(3):
@@ -514,7 +495,7 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     lm = analysis.landmarks_at(i, height, width)
     cfh = np.asarray(analysis.cam_from_head[i], dtype=np.float64)
     verts = face_vertices_cam(lm, cfh, k, getattr(analysis, "face_shape", None))
-    face = render_mesh(verts, face_triangles(), k, height, width, smooth=NORMAL_SMOOTHING)
+    face = render_mesh(verts, face_triangles(), k, height, width)
     cover = face.cover
     alpha = analysis.matte_at(i, height, width)
     idx = face.idx

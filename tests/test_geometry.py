@@ -164,7 +164,7 @@ def test_astronaut_face_normals_match_the_mesh(astro_geo) -> None:
     inner = cv2.distanceTransform((ids >= 0).astype(np.uint8), cv2.DIST_L2, 3) > seam_px
     ys, xs = np.nonzero(inner)
     # exactly the interpolated vertex normals away from the seam
-    vn = geometry.vertex_normals(verts, tris, geometry.NORMAL_SMOOTHING)
+    vn = geometry.vertex_normals(verts, tris)
     n = np.einsum("nkc,nk->nc", vn[tris[ids[ys, xs]]], bary[ys, xs])
     assert _angle_deg(g.normals[ys, xs], n).max() < 0.1
     # smooth normals vs the flat triangle normals: the facet-to-facet roughness of the landmark mesh
@@ -222,7 +222,7 @@ def test_synthetic_head_pose_and_normals(yaw: float, pitch: float) -> None:
     g = geometry.build_geometry(a, 0, a.height, a.width)
     assert np.abs(g.vertices - pts).max() < 1e-3
     tris = geometry.face_triangles()
-    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width, smooth=geometry.NORMAL_SMOOTHING)
+    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width)
     inner = g.face_mask.reshape(-1)[ras.idx] > 0.99
     seam_px = geometry.SEAM_WIDTH * a.K[0, 0] / np.mean(-pts[:, 2])
     core = np.take(cv2_inner_distance(ras.cover), ras.idx) >= seam_px + 1.0
