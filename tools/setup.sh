@@ -11,7 +11,9 @@ dev=0; [ "${1:-}" = "--dev" ] && dev=1
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 stamp=.venv/.relight-stamp
-want=$( (cat requirements.txt pyproject.toml; [ $dev = 1 ] && cat requirements-dev.txt) | sha1sum | cut -c1-16)
+reqs=(requirements.txt pyproject.toml)
+if [ $dev = 1 ]; then reqs+=(requirements-dev.txt); fi
+want=$(cat "${reqs[@]}" | sha1sum | cut -c1-16)
 if [ -f "$stamp" ] && grep -qx "$want" "$stamp"; then exit 0; fi
 echo "Setting up .venv (first run downloads a few hundred MB)..." >&2
 "${pip[@]}" -r requirements.txt
