@@ -263,8 +263,29 @@ def estimate_input_light(image: np.ndarray, normals: np.ndarray, labels: np.ndar
     n, rgb = skin_samples(image, labels, normals, frame=frame, max_samples=max_samples)
     if len(rgb) < 50:
         return None
-    f = fit_light(n, rgb)
-    return neutralise_light(f)
+    return neutralise_light(guard_channel_fits(fit_light(n, rgb), n, rgb))
+
+
+def guard_channel_fits(fitted: np.ndarray, normals_dpr: np.ndarray, rgb: np.ndarray,
+                       min_ratio: float = 0.25) -> np.ndarray:
+    """Replace the per-channel fits whose DC term collapsed by the luminance fit in that channel's colour.
+
+    fitted: (9, 3) per-channel fit of `rgb` (N, 3) at `normals_dpr` (N, 3). The nine coefficients are
+    badly conditioned on a face's half sphere of normals, and a dim channel (blue on warm skin, small
+    frames) can trade its DC term away almost to zero; `neutralise_light` then divides by it and the light
+    explodes. A channel is kept when its DC is at least `min_ratio` x what the skin's mean colour predicts
+    from the luminance of the fitted DC terms; otherwise it becomes the (better conditioned) luminance fit
+    scaled by that channel's mean colour ratio, i.e. a light of neutral colour in that channel.
+    """
+    f = np.asarray(fitted, dtype=np.float64).copy()
+    luma = rgb @ LUMA
+    colour = rgb.mean(axis=0) / max(float(luma.mean()), 1e-6)
+    expected = colour * float(f[0] @ LUMA)
+    bad = f[0] < min_ratio * expected
+    if bad.any():
+        grey = fit_light(normals_dpr, luma[:, None])[:, 0]
+        f[:, bad] = grey[:, None] * colour[None, bad]
+    return f
 
 
 def estimate_albedo(image: np.ndarray, shading: np.ndarray, alpha: np.ndarray,

@@ -81,3 +81,25 @@ def test_skin_mask_excludes_highlights_and_dark_pixels():
 def test_no_skin_gives_none():
     img, n_dpr, labels, _, _, _ = scene(64)
     assert intrinsic.estimate_input_light(img, n_dpr, np.zeros_like(labels)) is None
+
+
+def test_collapsed_channel_fit_is_replaced_not_divided_by():
+    """A dim channel whose fitted DC collapsed must not blow the neutralised light up (it did: the blue
+    light of a 128 px frame reached -5680); a healthy fit passes through unchanged."""
+    from relight_core import sh as shlib
+
+    rng = np.random.default_rng(3)
+    n = rng.normal(size=(3000, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    n = n[n[:, 1] < -0.15]
+    light = np.array([1.0, -0.4, 0.3, 0.5, 0.0, 0.0, -0.1, 0.05, 0.0])
+    rgb = np.clip(shlib.shade(n, light), 0, None)[:, None] * np.array([0.6, 0.4, 0.08])
+    good = intrinsic.fit_light(n, rgb)
+    assert np.allclose(intrinsic.guard_channel_fits(good, n, rgb), good)
+    broken = good.copy()
+    broken[0, 2] = 1e-7
+    fixed = intrinsic.guard_channel_fits(broken, n, rgb)
+    assert fixed[0, 2] > 0.25 * good[0, 2]
+    light_in, _ = intrinsic.neutralise_light(fixed)
+    ref, _ = intrinsic.neutralise_light(good)
+    assert np.abs(light_in).max() < 2.0 * np.abs(ref).max()
