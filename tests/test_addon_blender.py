@@ -3,6 +3,7 @@ preview, camera sync, strip helpers. The engine worker is not needed here (see t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -41,21 +42,30 @@ def addon():
     return enable_addon()
 
 
-@pytest.fixture()
-def scene(addon):
-    """A fresh empty scene made active in the window (the sequencer scene in 5.0 too)."""
-    sc = bpy.data.scenes.new("PR test")
+@contextlib.contextmanager
+def active_scene(name: str):
+    """A fresh empty scene made active in the window (the sequencer scene in 5.0 too); removed after."""
+    sc = bpy.data.scenes.new(name)
     old = bpy.context.window.scene
     bpy.context.window.scene = sc
     ws = bpy.context.workspace
     old_seq = getattr(ws, "sequencer_scene", None)
     if hasattr(ws, "sequencer_scene"):
         ws.sequencer_scene = sc
-    yield sc
-    if hasattr(ws, "sequencer_scene"):
-        ws.sequencer_scene = old_seq
-    bpy.context.window.scene = old
-    bpy.data.scenes.remove(sc)
+    try:
+        yield sc
+    finally:
+        if hasattr(ws, "sequencer_scene"):
+            ws.sequencer_scene = old_seq
+        bpy.context.window.scene = old
+        bpy.data.scenes.remove(sc)
+
+
+@pytest.fixture()
+def scene(addon):
+    """A fresh empty scene made active in the window (the sequencer scene in 5.0 too)."""
+    with active_scene("PR test") as sc:
+        yield sc
 
 
 def core(name):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from test_addon_blender import add_image_strip, enable_addon, write_png_frames  # noqa: E402
+from test_addon_blender import active_scene, add_image_strip, enable_addon, write_png_frames  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.blender, pytest.mark.slow]
@@ -42,29 +42,19 @@ def shot(engine, tmp_path, astronaut):
     prefs = bpy.context.preferences.addons["portrait_relight"].preferences
     prefs.engine_python = engine
     prefs.device = "cpu"
-    sc = bpy.data.scenes.new("PR roundtrip")
-    old = bpy.context.window.scene
-    bpy.context.window.scene = sc
-    ws = bpy.context.workspace
-    old_seq = getattr(ws, "sequencer_scene", None)
-    if hasattr(ws, "sequencer_scene"):
-        ws.sequencer_scene = sc
-    sun = bpy.data.objects.new("Key", bpy.data.lights.new("Key", "SUN"))
-    sun.data.energy = 3.0
-    sun.rotation_euler = (0.9, 0.0, 0.6)
-    sc.collection.objects.link(sun)
-    small = np.asarray(astronaut, dtype=np.float32).reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
+    with active_scene("PR roundtrip") as sc:
+        sun = bpy.data.objects.new("Key", bpy.data.lights.new("Key", "SUN"))
+        sun.data.energy = 3.0
+        sun.rotation_euler = (0.9, 0.0, 0.6)
+        sc.collection.objects.link(sun)
+        small = np.asarray(astronaut, dtype=np.float32).reshape(256, 2, 256, 2, 3).mean(axis=(1, 3))
 
-    def make(n: int, name: str, start: int):
-        frames = [np.roll(small, (k, 2 * k), axis=(0, 1)).round().astype(np.uint8) for k in range(n)]
-        files = write_png_frames(tmp_path / name, frames, stem=name)
-        return add_image_strip(sc, files, channel=2, start=start, name=name)
+        def make(n: int, name: str, start: int):
+            frames = [np.roll(small, (k, 2 * k), axis=(0, 1)).round().astype(np.uint8) for k in range(n)]
+            files = write_png_frames(tmp_path / name, frames, stem=name)
+            return add_image_strip(sc, files, channel=2, start=start, name=name)
 
-    yield sc, make, tmp_path
-    if hasattr(ws, "sequencer_scene"):
-        ws.sequencer_scene = old_seq
-    bpy.context.window.scene = old
-    bpy.data.scenes.remove(sc)
+        yield sc, make, tmp_path
     prefs.engine_python = ""
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 bpy = pytest.importorskip("bpy")
-from test_addon_blender import add_image_strip, enable_addon, write_png_frames  # noqa: E402
+from test_addon_blender import active_scene, add_image_strip, enable_addon, write_png_frames  # noqa: E402
 
 pytestmark = pytest.mark.blender
 
@@ -81,27 +81,17 @@ def fake(tmp_path, monkeypatch):
     prefs = bpy.context.preferences.addons["portrait_relight"].preferences
     prefs.engine_python = str(exe)
     monkeypatch.setenv("FAKE_MODE", "ok")
-    sc = bpy.data.scenes.new("PR fake")
-    old = bpy.context.window.scene
-    bpy.context.window.scene = sc
-    ws = bpy.context.workspace
-    old_seq = getattr(ws, "sequencer_scene", None)
-    if hasattr(ws, "sequencer_scene"):
-        ws.sequencer_scene = sc
-    sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
-    sc.collection.objects.link(sun)
-    sc.portrait_relight.output_dir = str(tmp_path / "out")
+    with active_scene("PR fake") as sc:
+        sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
+        sc.collection.objects.link(sun)
+        sc.portrait_relight.output_dir = str(tmp_path / "out")
 
-    def make(name: str, n: int, start: int, channel: int = 1):
-        frames = [np.full((8, 8, 3), 20 * k, np.uint8) for k in range(n)]
-        return add_image_strip(sc, write_png_frames(tmp_path / name, frames, stem=name), channel=channel,
-                               start=start, name=name)
+        def make(name: str, n: int, start: int, channel: int = 1):
+            frames = [np.full((8, 8, 3), 20 * k, np.uint8) for k in range(n)]
+            return add_image_strip(sc, write_png_frames(tmp_path / name, frames, stem=name), channel=channel,
+                                   start=start, name=name)
 
-    yield sc, make, exe
-    if hasattr(ws, "sequencer_scene"):
-        ws.sequencer_scene = old_seq
-    bpy.context.window.scene = old
-    bpy.data.scenes.remove(sc)
+        yield sc, make, exe
     prefs.engine_python = ""
 
 
