@@ -325,6 +325,16 @@ class MeshRaster:
         return d, n
 
 
+def _inverse_length(x: np.ndarray, y: np.ndarray, z: np.ndarray, eps: float) -> np.ndarray:
+    """1 / max(|(x, y, z)|, eps) per element, float32, with one temporary (hot path: every frame)."""
+    inv = x * x
+    inv += y * y
+    inv += z * z
+    np.sqrt(inv, out=inv)
+    np.maximum(inv, np.float32(eps), out=inv)
+    return np.divide(np.float32(1.0), inv, out=inv)
+
+
 def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int) -> MeshRaster:
     """Rasterise a cam-space mesh (V, 3) with outward-wound faces (T, 3) through intrinsics k at
     (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space)."""
@@ -342,12 +352,7 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
         for c in range(4):
             out[c] += np.take(vals[c], tv) * lam[corner]
     nx, ny, nz = out[0], out[1], out[2]
-    inv = nx * nx
-    inv += ny * ny
-    inv += nz * nz
-    np.sqrt(inv, out=inv)
-    np.maximum(inv, np.float32(1e-6), out=inv)
-    np.divide(np.float32(1.0), inv, out=inv)
+    inv = _inverse_length(nx, ny, nz, 1e-6)
     n = np.empty((len(idx), 3), np.float32)
     for c in range(3):
         np.multiply(out[c], inv, out=n[:, c])
@@ -407,12 +412,7 @@ def _normal_channels(depth: np.ndarray, k: np.ndarray, inside: np.ndarray | None
     nz = d * (ifx * ify)
     nz += a * nx
     nz += b * ny
-    inv = nx * nx
-    inv += ny * ny
-    inv += nz * nz
-    np.sqrt(inv, out=inv)
-    np.maximum(inv, np.float32(1e-12), out=inv)
-    np.divide(np.float32(1.0), inv, out=inv)
+    inv = _inverse_length(nx, ny, nz, 1e-12)
     if inside is not None:
         m = inside.astype(np.float32)
         inv *= m

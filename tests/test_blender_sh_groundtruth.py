@@ -125,6 +125,12 @@ def _pixels():
     return n, mask & (r < 0.97)
 
 
+def _lit(pred: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The sphere pixels compared: valid ones whose predicted irradiance is above 10% of the maximum."""
+    lum = pred @ S.LUMA
+    return valid & (lum > 0.1 * lum[valid].max())
+
+
 def _mean_rel(render: np.ndarray, ref: np.ndarray, sel: np.ndarray) -> float:
     return float(np.mean(np.abs(render[sel] - ref[sel]) / ref[sel]))
 
@@ -145,8 +151,7 @@ def test_sun_and_world_match_cycles():
     sh = L.sh_from_lights([L.DirectionalLight(to_sun, (1, 1, 1), sun_strength), L.WorldColor(world, 1.0)])
     pred = S.shade(n, sh) / math.pi
     exact = (np.maximum(n @ to_sun, 0)[..., None] * sun_strength + math.pi * np.array(world)) / math.pi
-    lum = pred @ S.LUMA
-    sel = valid & (lum > 0.1 * lum[valid].max())
+    sel = _lit(pred, valid)
     err_sh = _mean_rel(img, pred, sel)
     err_exact = _mean_rel(img, exact, sel)
     print(f"sun+world: mean rel. error vs SH {err_sh:.4f}, vs exact irradiance {err_exact:.4f}")
@@ -177,8 +182,7 @@ def test_point_light_matches_cycles():
     exact = np.zeros_like(img)
     exact[valid] = (power / (4 * math.pi) * cos / d2)[:, None] / math.pi + np.array(world)[None, :]
     centre = S.shade(n, L.sh_from_lights(lights)) / math.pi
-    lum = pred @ S.LUMA
-    sel = valid & (lum > 0.1 * lum[valid].max())
+    sel = _lit(pred, valid)
     err_sh = _mean_rel(img, pred, sel)
     err_exact = _mean_rel(img, exact, sel)
     err_centre = _mean_rel(img, centre, sel)
@@ -214,8 +218,7 @@ def test_area_light_matches_cycles():
     n, valid = _pixels()
     lights = [L.AreaLight(pos, rot, "SQUARE", size, size, (1, 1, 1), power), L.WorldColor((0.05,) * 3, 1.0)]
     pred = _per_point_prediction(lights, n, valid)
-    lum = pred @ S.LUMA
-    sel = valid & (lum > 0.1 * lum[valid].max())
+    sel = _lit(pred, valid)
     err = _mean_rel(img, pred, sel)
     print(f"area: mean rel. error vs per-point SH {err:.4f}")
     assert err <= 0.10
@@ -249,8 +252,7 @@ def test_environment_map_orientation_matches_cycles():
     sh = L.sh_from_lights([L.EnvironmentMap(pixels, 1.0)])
     pred = S.shade(n, sh) / math.pi
     mirrored = S.shade(n * np.array([-1.0, 1.0, 1.0]), sh) / math.pi
-    lum = pred @ S.LUMA
-    sel = valid & (lum > 0.1 * lum[valid].max())
+    sel = _lit(pred, valid)
     err = _mean_rel(img, pred, sel)
     err_mirrored = _mean_rel(img, mirrored, sel)
     print(f"environment: mean rel. error vs SH {err:.4f} (left-right mirrored map: {err_mirrored:.4f})")
@@ -282,8 +284,7 @@ def test_wide_sun_and_spot_blend_match_cycles():
     lights = [L.DirectionalLight(to_sun, (1, 1, 1), 1.5, math.radians(40)),
               L.SpotLight(spot_pos, aim, (1, 1, 1), 2000.0, size, blend, 0.0), L.WorldColor((0.05,) * 3, 1.0)]
     pred = _per_point_prediction(lights, n, valid)
-    lum = pred @ S.LUMA
-    sel = valid & (lum > 0.1 * lum[valid].max())
+    sel = _lit(pred, valid)
     err = _mean_rel(img, pred, sel)
     print(f"wide sun + spot: mean rel. error vs per-point SH {err:.4f}")
     assert err <= 0.10
