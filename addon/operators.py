@@ -217,7 +217,6 @@ class RelightRun:
                 continue
             try:
                 self.req, self.src = request.build_request(context, strip, self.seq_scene)
-                request.decide_resume(self.req)
                 self.job = WorkerJob(request.engine(), self.req)
             except (ValueError, RuntimeError) as exc:
                 self.errors += 1

@@ -4,7 +4,6 @@ worker's results back into a strip."""
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 
@@ -169,29 +168,3 @@ def load_exr_for_compositor(name: str, first_file: str):
         img.name = name
     img.source = "SEQUENCE"
     return img
-
-
-REQUEST_RECORD = "blender_request.json"
-
-
-def decide_resume(req: dict) -> dict:
-    """Resume (skip finished frames) only when the output folder was made by the same request: the engine
-    keeps existing frames when resuming, so new lights or a new camera must re-render every frame.
-    Records the request in the output folder; returns `req` with "resume" set."""
-    record = os.path.join(req["output"], REQUEST_RECORD)
-    same = False
-    try:
-        with open(record, encoding="utf-8") as fh:
-            old = json.load(fh)
-        same = {k: v for k, v in old.items() if k != "resume"} == {k: v for k, v in
-                                                                    json.loads(json.dumps(req)).items()
-                                                                    if k != "resume"}
-    except (OSError, ValueError):
-        same = False
-    req["resume"] = bool(same)
-    os.makedirs(req["output"], exist_ok=True)
-    tmp = record + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(req, fh)
-    os.replace(tmp, record)
-    return req

@@ -840,7 +840,8 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
                               "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
                               "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
     report_path = out / "report.json"
-    old_frames = _previous_report_frames(report_path) if job.resume else {}
+    resume = job.resume and _settings_unchanged(out, job, footage, emit)
+    old_frames = _previous_report_frames(report_path) if resume else {}
     try:
         analysis, cached = load_or_analyze(footage, job, out, emit, cancel)
     except _Cancelled:
@@ -852,7 +853,8 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
         emit({"event": "warning", "frame": None, "message": str(wmsg)})
 
     out_indices = footage.frame_indices if not still else list(range(n_out))
-    done_flags = [job.resume and all(p.is_file() for p in frame_paths(out, stem, i, job.passes, job.format)
+    _record_settings(out, job, footage)
+    done_flags = [resume and all(p.is_file() for p in frame_paths(out, stem, i, job.passes, job.format)
                                      .values()) for i in out_indices]
     warm = 3  # frames re-analysed before a resumed stretch, so the temporal filters start settled
     need = [not d for d in done_flags]
@@ -939,6 +941,61 @@ def _relight_frames(job: RelightJob, footage, analysis, renderer: FrameRenderer,
                           "warnings": warnings, "ms": frame_ms}
         writer.submit(files, layers, _frame_done(emit, idx, files, k + 1, n_out, written))
     return False
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def render_settings(job: RelightJob, footage) -> dict:
+    """What decides the pixels of the output frames -> a JSON-able dict: the input (path, size, mtime), the
+    lighting (a light or reference file also by size and mtime, so an edited file counts as a change), the
+    camera, size, background, light space, intensity and smoothing. Passes, format, frame range, device
+    and resume are not in it: frames of another range, pass or format are other files."""
+    return {"version": 1, "input": _input_signature(footage, job)["id"],
+            "lighting": _lighting_key(job.lighting), "camera": job.camera, "size": job.size,
+            "background": job.background, "light_space": job.light_space, "intensity": job.intensity,
+            "smoothing": job.smoothing}
+
+
+def _lighting_key(spec: Any) -> Any:
+    """A lighting spec as a comparable JSON-able value (files by path, size and mtime; light objects by
+    their SH per frame)."""
+    if hasattr(spec, "sh_at"):
+        n = int(getattr(spec, "n_frames", 1) or 1)
+        shs = np.asarray([spec.sh_at(k) for k in range(n)], dtype=np.float64)
+        return {"object": type(spec).__name__, "sh": hashlib.sha1(shs.tobytes()).hexdigest()}
+    if isinstance(spec, dict):
+        return {k: (_lighting_key(v) if k in ("file", "reference") else v) for k, v in spec.items()}
+    p = Path(str(spec)).expanduser()
+    if p.is_file():
+        st = p.stat()
+        return {"file": str(p.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}
+    return spec
+
+
+def _settings_unchanged(out: Path, job: RelightJob, footage, emit: EventSink) -> bool:
+    """True when DIR holds no frames of an earlier run or they were made with the same `render_settings`;
+    otherwise a warning says that every frame is rendered again (finished frames are only skipped when
+    they would come out the same)."""
+    want = json.loads(json.dumps(render_settings(job, footage), default=str))
+    try:
+        old = json.loads((out / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        old = None
+    if old == want:
+        return True
+    first = frame_paths(out, footage.name, footage.frame_indices[0] if footage.kind != "image" else 0,
+                        job.passes, job.format)
+    if old is not None or any(p.is_file() for p in first.values()):
+        emit({"event": "warning", "frame": None,
+              "message": f"the settings differ from those that made the frames in {out}; every frame is "
+                         "rendered again"})
+    return False
+
+
+def _record_settings(out: Path, job: RelightJob, footage) -> None:
+    """Write DIR/settings.json (`render_settings`) before the first frame is written."""
+    _write_json(out / SETTINGS_FILE, render_settings(job, footage))
 
 
 def _sequence_length(camera: dict | None) -> int:

@@ -229,6 +229,23 @@ def test_resume_reuses_the_analysis_and_skips_finished_frames(tmp_path, astro_pn
     assert len(rep["frames"]) == 4  # the report keeps the earlier frames
 
 
+def test_resume_renders_again_when_the_settings_changed(tmp_path, astro_png):
+    out = tmp_path / "r"
+    cam = {"yaw": [-4.0, 4.0]}
+    run(astro_png, out, camera=cam, size=128, resume=True)
+    first = {f.name: f.read_bytes() for f in (out / "rgba").glob("*.png")}
+    events: list[dict] = []
+    rep = pipeline.run(pipeline.RelightJob(input=str(astro_png), output=str(out), camera=cam, size=128,
+                                           lighting="rembrandt", resume=True), on_event=events.append)
+    assert rep["totals"]["written"] == 2 and rep["totals"]["skipped"] == 0
+    assert any(e["event"] == "warning" and "settings differ" in e["message"] for e in events)
+    after = {f.name: f.read_bytes() for f in (out / "rgba").glob("*.png")}
+    assert all(after[n] != first[n] for n in first)  # relit under the new light, not kept
+    # the same settings again: nothing to do
+    rep = run(out=out, inp=astro_png, camera=cam, size=128, lighting="rembrandt", resume=True)
+    assert rep["totals"]["written"] == 0 and rep["totals"]["skipped"] == 2
+
+
 def test_exr_layers_and_transparent_background(tmp_path, astro_png):
     import OpenEXR
 
