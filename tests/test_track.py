@@ -135,7 +135,7 @@ def test_analyze_command(tmp_path: Path, astronaut: np.ndarray) -> None:
 
     src = tmp_path / "astro.png"
     io.write_png(src, io.decode_srgb8(astronaut))
-    out = tmp_path / "analysis.npz"
+    out = tmp_path / "shot" / "analysis.npz"  # a folder that does not exist yet is created
     prev = tmp_path / "prev"
     assert main(["analyze", str(src), "-o", str(out), "--preview", str(prev), "--fov", "25"]) == 0
     a = track.Analysis.load(str(out))

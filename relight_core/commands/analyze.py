@@ -112,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
 
     from relight_core import io, track
     from relight_core.errors import UserError
+    from relight_core.pipeline import prepare_output
 
     out = Path(args.output)
     if out.suffix.lower() != ".npz":
         raise UserError(f"Output {out} must end in .npz.")
-    if not out.parent.exists():
-        raise UserError(f"Folder {out.parent} does not exist; create it or choose another output path.")
     footage = io.open_footage(args.input, frames=parse_frames(args.frames), size=args.size)
+    prepare_output(out.parent)  # e.g. the relight output folder DIR of `-o DIR/analysis.npz`
     bar = None
     try:
         from tqdm import tqdm
