@@ -271,20 +271,21 @@ def test_modal_run_with_timer_events(fake, monkeypatch, esc):
         assert op.reports[-1][0] == "INFO"
 
 
-def test_resume_only_for_the_same_request(fake):
-    """The engine keeps finished frames when resuming, so the add-on resumes only an identical request:
-    new light energy re-renders everything."""
+def test_requests_resume_and_carry_the_changed_light(fake):
+    """The add-on always asks to resume; the engine skips finished frames only when its recorded settings
+    match (tests/test_pipeline.py), so what must change with the scene is the request's lighting."""
     import json
 
     sc, make, _ = fake
     make("again", 2, start=1)
 
-    def run_and_seen():
+    def run_and_seen() -> dict:
         assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}
         out = Path(sc.portrait_relight.last_output)
-        return json.loads((out / "request_seen.json").read_text())["resume"]
+        return json.loads((out / "request_seen.json").read_text())
 
-    assert run_and_seen() is False
-    assert run_and_seen() is True
+    first, second = run_and_seen(), run_and_seen()
+    assert first["resume"] is True and first["lighting"] == second["lighting"]
     next(o for o in sc.objects if o.type == "LIGHT").data.energy = 7.0
-    assert run_and_seen() is False
+    third = run_and_seen()
+    assert third["resume"] is True and third["lighting"] != first["lighting"]
