@@ -162,6 +162,16 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
     return vis / 9.0
 
 
+def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of (N, 3) arrays -> (N,) (einsum: no (N, 3) temporary, unlike (a * b).sum(1))."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _inverse_norm(v: np.ndarray) -> np.ndarray:
+    """1 / max(|row|, 1e-6) of an (N, 3) array -> (N,) float32."""
+    return (1.0 / np.maximum(np.sqrt(_rowdot(v, v)), 1e-6)).astype(np.float32)
+
+
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
                     shininess: float = 40.0, shadows: bool = True, step: int = 2
@@ -182,24 +192,25 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
     ms = mask[::step, ::step]
     hs, ws = ms.shape
     idx = np.flatnonzero(ms.reshape(-1))
-    n = np.ascontiguousarray(normals[::step, ::step]).reshape(-1, 3)[idx]
-    p = np.ascontiguousarray(points[::step, ::step]).reshape(-1, 3)[idx]
+    ys, xs = np.divmod(idx, ws)
+    full = ys * (step * w) + xs * step  # the same pixels in the full-resolution maps
+    n = np.asarray(normals, np.float32).reshape(-1, 3)[full]
+    p = np.asarray(points, np.float32).reshape(-1, 3)[full]
     vdir = view_pos[None, :].astype(np.float32) - p
-    vdir /= np.maximum(np.linalg.norm(vdir, axis=1, keepdims=True), 1e-6)
+    vdir *= _inverse_norm(vdir)[:, None]
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
     norm = (shininess + 8.0) / (8.0 * np.pi)
     for light in key_lights:
         ldir, e, lpos = _key_light_dirs(light, p, head_centre, rot)
-        ndl = np.maximum((n * ldir).sum(axis=1), 0.0)
+        ndl = np.maximum(_rowdot(n, ldir), 0.0)
         if not (ndl > 0).any():
             continue
         vis = shadow_visibility(p, ldir, lpos, cos_theta=ndl) if shadows else np.ones(idx.size, np.float32)
         e_n = (np.broadcast_to(e, (idx.size, 3)) * ndl[:, None]).astype(np.float32)
         d_acc -= e_n * (SHADOW_STRENGTH * (1.0 - vis))[:, None]
         half = ldir + vdir
-        half /= np.maximum(np.linalg.norm(half, axis=1, keepdims=True), 1e-6)
-        ndh = np.maximum((n * half).sum(axis=1), 0.0)
+        ndh = np.maximum(_rowdot(n, half) * _inverse_norm(half), 0.0)
         s_acc += e_n * (vis * norm * ndh ** shininess)[:, None]
     small_d = np.zeros((hs * ws, 3), np.float32)
     small_s = np.zeros((hs * ws, 3), np.float32)
