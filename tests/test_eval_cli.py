@@ -17,7 +17,7 @@ from relight_core.eval import bench, evaluate, report, tables
 def test_parser_knows_bench_and_evaluate():
     parser = cli.build_parser()
     a = parser.parse_args(["bench", "clip.mp4", "--size", "256", "--runs", "2", "--novel-view"])
-    assert (a.size, a.runs, a.novel_view, a.device, a.frames) == (256, 2, True, "auto", 30)
+    assert (a.size, a.runs, a.novel_view, a.device, a.frames, a.light) == (256, 2, True, "auto", 30, "input")
     a = parser.parse_args(["evaluate", "a.mp4", "b", "--lights", "l0.txt", "l1.txt", "--views", "0/0",
                            "20,-20/10", "--out", "o", "--frames", "12"])
     assert a.clips == ["a.mp4", "b"] and a.lights == ["l0.txt", "l1.txt"] and a.frames == 12
@@ -114,10 +114,11 @@ def test_evaluate_and_bench_on_real_frames(fixtures_dir, tmp_path, capsys):
     assert (out / "plots" / "pr_trudeau_frames.png").is_file()
     capsys.readouterr()
     rc = cli.main(["bench", str(clip), "--frames", "2", "--runs", "1", "--size", "128", "--device", "cpu",
-                   "--json", str(tmp_path / "b.json")])
+                   "--light", "rembrandt", "--json", str(tmp_path / "b.json")])
     assert rc == 0
     b = json.loads((tmp_path / "b.json").read_text())
     assert set(b["ms_per_frame"]) == set(bench.STAGES) and b["fps_processing"] > 0 and b["peak_rss_mb"] > 0
+    assert b["light"] == "rembrandt"
     assert "processing:" in capsys.readouterr().out
 
 

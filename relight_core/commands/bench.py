@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, metavar="R", help="timed runs after one warm-up [3]")
     parser.add_argument("--novel-view", action="store_true",
                         help="render from a new camera (yaw 20, pitch 5 degrees) instead of the input view")
+    parser.add_argument("--light", default="input", metavar="LIGHT",
+                        help="target light as for `relight --light` [input: the estimated input light; a "
+                             "preset with a key light, e.g. rembrandt, adds specular and cast shadows]")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
 
 
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench: {label} ...", file=sys.stderr, flush=True)
 
     res = bench.run_bench(args.input, size=args.size, device=args.device, frames=args.frames, runs=args.runs,
-                          novel_view=args.novel_view, progress=progress)
+                          novel_view=args.novel_view, light=args.light, progress=progress)
     print(bench.format_table(res))
     if args.json:
         tables.write_json(args.json, res)

@@ -116,12 +116,13 @@ def analysis_stage_ms(footage) -> dict[str, float]:
 
 
 def bench_once(input_path: str, size: int | None, device: str, frames: int, novel_view: bool,
-               workdir: str) -> dict[str, float]:
-    """One run of the pipeline on frames [0, frames) -> {stage: ms per frame, 'wall_s', 'frames'}."""
+               workdir: str, light: str = "input") -> dict[str, float]:
+    """One run of the pipeline on frames [0, frames) under `light` (as `relight --light`) -> {stage: ms
+    per frame, 'wall_s', 'frames'}."""
     from relight_core import io, pipeline
 
     camera = {"yaw": 20.0, "pitch": 5.0} if novel_view else None
-    job = pipeline.RelightJob(input=input_path, output=workdir, lighting="input", frames=(0, frames),
+    job = pipeline.RelightJob(input=input_path, output=workdir, lighting=light, frames=(0, frames),
                               size=size, device=device, resume=False, camera=camera, keep_analysis=False)
     t0 = time.perf_counter()
     report = pipeline.run(job)
@@ -159,7 +160,8 @@ def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run_bench(input_path: str, size: int | None = 512, device: str = "cpu", frames: int = 30, runs: int = 3,
-              novel_view: bool = False, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+              novel_view: bool = False, light: str = "input",
+              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Warm-up + `runs` timed runs -> the result dict (stages, fps, peak memory, versions, settings)."""
     from relight_core import io, pipeline
 
@@ -171,13 +173,14 @@ def run_bench(input_path: str, size: int | None = 512, device: str = "cpu", fram
             if progress:
                 progress(r, runs + 1)
             res = bench_once(input_path, size, device, footage.n_frames, novel_view,
-                             os.path.join(tmp, f"run{r}"))
+                             os.path.join(tmp, f"run{r}"), light)
             if r > 0:
                 results.append(res)
     out = summarise(results)
     out.update({"input": str(Path(input_path).resolve()), "width": footage.width, "height": footage.height,
                 "frames": footage.n_frames, "runs": runs, "warmup_runs": 1, "device": resolved,
-                "novel_view": novel_view, "peak_rss_mb": peak_rss_mb(), "versions": versions()})
+                "novel_view": novel_view, "light": light, "peak_rss_mb": peak_rss_mb(),
+                "versions": versions()})
     return out
 
 
@@ -190,7 +193,8 @@ def format_table(res: dict[str, Any]) -> str:
     rows = [{"stage": s, "ms": ms[s], "share": 100 * ms[s] / max(total, 1e-9)} for s in STAGES]
     rows.append({"stage": "processing (track..render)", "ms": res["processing_ms"], "share": None})
     head = (f"{Path(res['input']).name} {res['width']}x{res['height']}, {res['frames']} frames, "
-            f"{'novel view' if res['novel_view'] else 'input view'}, device {res['device']}, "
+            f"{'novel view' if res['novel_view'] else 'input view'}, light {res.get('light', 'input')}, "
+            f"device {res['device']}, "
             f"median of {res['runs']} runs after {res['warmup_runs']} warm-up\n\n")
     tail = (f"\nprocessing: {res['fps_processing']:.2f} fps; end to end (decode..encode, both passes): "
             f"{res['fps_end_to_end']:.2f} fps; peak memory (RSS): {res['peak_rss_mb']:.0f} MiB\n")
