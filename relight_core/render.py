@@ -14,6 +14,8 @@ Key-light positions (point lights) are in head units relative to the head centre
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
@@ -225,25 +227,28 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
 
 # --------------------------------------------------------------------------------------------- novel view
 
-def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.ndarray:
-    """Fill where weight == 0 from coarser levels (push-pull): values (H, W, 3), weight (H, W) -> same."""
-    def expand(x: np.ndarray) -> np.ndarray:
-        return cv2.merge((x, x, x))
+SLOPE = 1.0  # depth change per output px, in pixel footprints (depth / fx), still read as one surface
+COVER_BLUR = 1.5  # Gaussian sigma (splat px) turning the binary splat silhouette into a smooth contour
+EDGE_PX = 1.0  # width (output px) of the silhouette's anti-aliasing ramp
+JUMP_PX = 16.0  # neighbouring splat cells whose source coordinates differ more (splat px) are not blended
 
-    pyr_v, pyr_w = [values * expand(weight)], [weight]
+
+def _push_pull(values: np.ndarray, weight: np.ndarray, levels: int = 8) -> np.ndarray:
+    """Fill where weight == 0 from coarser levels (push-pull): values (H, W, C), weight (H, W) -> same."""
+    pyr_v, pyr_w = [values * weight[..., None]], [weight]
     for _ in range(levels):
         h, w = pyr_w[-1].shape
         if min(h, w) < 4:
             break
         size = ((w + 1) // 2, (h + 1) // 2)
-        pyr_v.append(cv2.resize(pyr_v[-1], size, interpolation=cv2.INTER_AREA))
+        pyr_v.append(cv2.resize(pyr_v[-1], size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1))
         pyr_w.append(cv2.resize(pyr_w[-1], size, interpolation=cv2.INTER_AREA))
-    filled = pyr_v[-1] / expand(np.maximum(pyr_w[-1], 1e-6))
+    filled = pyr_v[-1] / np.maximum(pyr_w[-1], 1e-6)[..., None]
     for lv in range(len(pyr_v) - 2, -1, -1):
         h, w = pyr_w[lv].shape
-        up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
-        wl = expand(np.minimum(pyr_w[lv], 1.0))
-        own = pyr_v[lv] / expand(np.maximum(pyr_w[lv], 1e-6))
+        up = cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR).reshape(h, w, -1)
+        wl = np.minimum(pyr_w[lv], 1.0)[..., None]
+        own = pyr_v[lv] / np.maximum(pyr_w[lv], 1e-6)[..., None]
         filled = up + wl * (own - up)
     return filled
 
@@ -262,102 +267,285 @@ def _fill_enclosed(mask: np.ndarray) -> np.ndarray:
 def reproject_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
                    k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
                    step: int = 1, **kw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """`splat_maps` at 1/step resolution (every step-th source pixel into a 1/step output grid), the
-    coordinate, coverage and depth maps upsampled bilinearly to out_hw; the maps still address the
-    full-resolution source, so texture detail is kept. step=1: `splat_maps` itself."""
-    if step <= 1:
-        return splat_maps(points, valid, new_from_input, k_out, out_hw, **kw)
+    """The input view's surface seen from a new camera, as maps for `sample`.
+
+    points: (H, W, 3) input-camera positions; valid: (H, W) bool; new_from_input: 4x4; k_out: (fx, fy, cx,
+    cy) of the new camera; out_hw: its (height, width). `splat_maps` runs at 1/step resolution (every step-th
+    source pixel into a 1/step output grid); its coordinate and depth maps are upsampled to out_hw (see
+    `_upsample_coords`; depth: nearest) and still address the full-resolution source, so texture detail is
+    kept. Returns (map_x, map_y, cover, depth), each (h, w) float32: source pixel coordinates, the
+    anti-aliased coverage 0..1 (a smooth sub-pixel silhouette, `_smooth_cover`) and the new depth (-z, head
+    units; 0 outside).
+    """
     h, w = out_hw
     hs, ws = (h + step - 1) // step, (w + step - 1) // step
     fx, fy, cx, cy = k_out
-    src_pts = np.ascontiguousarray(points[::step, ::step])
-    src_valid = np.ascontiguousarray(valid[::step, ::step])
-    mx, my, cover, depth = splat_maps(src_pts, src_valid, new_from_input,
+    if step > 1:
+        points = np.ascontiguousarray(points[::step, ::step])
+        valid = np.ascontiguousarray(valid[::step, ::step])
+    mx, my, cover, depth = splat_maps(points, valid, new_from_input,
                                       (fx / step, fy / step, cx / step, cy / step), (hs, ws), **kw)
-    # coarse source index i is full-resolution pixel step * i (points[::step] took exactly that pixel)
-    mx = cv2.resize(mx * step, (w, h), interpolation=cv2.INTER_LINEAR)
-    my = cv2.resize(my * step, (w, h), interpolation=cv2.INTER_LINEAR)
-    cover = cv2.resize(cover, (w, h), interpolation=cv2.INTER_LINEAR)
-    depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
-    return mx, my, cover, depth
+    if step > 1:
+        # coarse source index i is full-resolution pixel step * i (points[::step] took exactly that pixel)
+        mx, my = _upsample_coords(mx * step, my * step, cover > 0, step, (h, w), JUMP_PX * step)
+        depth = cv2.resize(depth, (w, h), interpolation=cv2.INTER_NEAREST)
+    return mx, my, _smooth_cover(cover, (h, w)), depth
+
+
+def _upsample_coords(map_x: np.ndarray, map_y: np.ndarray, inside: np.ndarray, step: int,
+                     out_hw: tuple[int, int], jump: float) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinate maps (h, w) float32 -> (H, W) at out_hw (about step x larger): bilinear, but each
+    cell next to a jump inside the silhouette `inside` (h, w) bool (neighbouring coordinates more than
+    `jump` source px apart: an occlusion edge or the seam of a filled hole) keeps its own coordinates over
+    its step x step output pixels, where blending would address pixels between two unrelated surfaces."""
+    h, w = out_hw
+    k = np.ones((3, 3), np.uint8)
+    spread = np.maximum(cv2.dilate(map_x, k) - cv2.erode(map_x, k),
+                        cv2.dilate(map_y, k) - cv2.erode(map_y, k))
+    cy, cx = np.nonzero((spread > jump) & inside)
+    up_x = cv2.resize(map_x, (w, h), interpolation=cv2.INTER_LINEAR)
+    up_y = cv2.resize(map_y, (w, h), interpolation=cv2.INTER_LINEAR)
+    if cy.size:
+        oy, ox = np.divmod(np.arange(step * step), step)
+        ys = np.minimum(cy[:, None] * step + oy, h - 1)
+        xs = np.minimum(cx[:, None] * step + ox, w - 1)
+        up_x[ys, xs] = map_x[cy, cx][:, None]
+        up_y[ys, xs] = map_y[cy, cx][:, None]
+    return up_x, up_y
+
+
+def _smooth_cover(cover: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Binary coverage (h, w) on the splat grid -> anti-aliased coverage (H, W) float32 0..1 at out_hw.
+
+    The mask is blurred by COVER_BLUR splat px, upsampled bilinearly and its ramp steepened to EDGE_PX
+    output px around the 0.5 level: a smooth sub-pixel contour through the middle of the splat's stair
+    steps (and the 2 px steps of the source mask sampled every step-th pixel), so the silhouette neither
+    grows nor shrinks (a convex edge of radius r splat px moves in by about COVER_BLUR^2 / 2r).
+    """
+    h, w = out_hw
+    gain = COVER_BLUR * w / cover.shape[1] * math.sqrt(2 * math.pi) / EDGE_PX  # 1 / slope at the edge, px
+    soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), COVER_BLUR) * gain + (0.5 - 0.5 * gain)
+    if soft.shape != (h, w):
+        soft = cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR)  # linear: steepening commutes
+    return np.clip(soft, 0.0, 1.0, out=soft)
 
 
 def splat_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
-                   k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
-                   close_px: int = 5, border_px: int = 32
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               k_out: tuple[float, float, float, float], out_hw: tuple[int, int],
+               close_px: int = 5, border_px: int = 32, margin_px: int = 8
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Forward-splat the input view's surface into a new camera with a z-buffer; fill cracks and holes.
 
     points: (H, W, 3) input-camera positions; valid: (H, W) bool; new_from_input: 4x4 taking input-camera
     points to the new camera; k_out: (fx, fy, cx, cy) of the new camera; out_hw: its (height, width).
-    Returns (map_x, map_y, cover, depth): float32 (h, w) source pixel coordinates for cv2.remap, the
-    coverage (h, w) float32 0..1 (the re-projected silhouette, cracks closed, enclosed holes filled) and
-    the new depth (-z).
-    Holes inside the silhouette (cracks, disocclusions) take push-pull-interpolated source coordinates.
+    Returns (map_x, map_y, cover, depth): float32 (h, w) source pixel coordinates for cv2.remap (sub-pixel:
+    `_subpixel_offsets`), the binary coverage (h, w) float32 0/1 (the re-projected silhouette, cracks
+    closed, enclosed holes filled) and the new depth (-z, 0 outside the coverage).
+    Holes inside the silhouette take push-pull-interpolated source coordinates (cracks), except at a
+    disocclusion, where they take those of the surface behind (`_fill_from_behind`). The coordinates also
+    run on (push-pull) `margin_px` px beyond the silhouette, so that upsampling and anti-aliasing at its
+    edge address the person's own edge, not unrelated pixels.
     Where the person runs out of the frame (shoulders at the bottom edge), the surface is extended by
     `border_px` by linear extrapolation (source coordinates beyond the edge: remap repeats the edge), so
     a moved camera does not open a gap between the body and the frame edge.
     """
+    h, w = out_hw
+    hit, coords, landed = _splat(points, valid, new_from_input, k_out, out_hw, border_px)
+    if not hit.any():
+        zero = np.zeros((h, w), np.float32)
+        return zero, zero.copy(), zero.copy(), zero.copy()
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
+    cover = _fill_enclosed(cv2.morphologyEx(hit.astype(np.float32), cv2.MORPH_CLOSE, k))
+    bx, by, bw, bh = cv2.boundingRect(cover.astype(np.uint8))
+    sub = np.s_[max(by - margin_px, 0):by + bh + margin_px, max(bx - margin_px, 0):bx + bw + margin_px]
+    solid = hit | _crack(hit)  # hits and cracks of 1-2 px between them
+    wide = (cover[sub] > 0) & ~solid[sub]  # holes wider than a crack, maybe disocclusions
+    # push-pull fills the cracks, the holes and the margin around the silhouette (hits stay, up to rounding)
+    coords[sub] = _push_pull(np.ascontiguousarray(coords[sub]), hit[sub].astype(np.float32), levels=6)
+    coords[sub] = _fill_from_behind(coords[sub], hit[sub], wide, points, valid, k_out[0])
+    # sub-pixel positions, except beside a wide hole (a disocclusion: they would reach into the occluder)
+    # and near the silhouette (the derivatives would see the extrapolated margin)
+    landed *= (cv2.erode(solid.view(np.uint8), np.ones((3, 3), np.uint8))
+               * cv2.erode(cover, np.ones((5, 5), np.uint8)))[..., None]
+    map_x, map_y = _subpixel_offsets(coords[..., 0], coords[..., 1], landed)
+    depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
+    return map_x, map_y, cover, depth
+
+
+def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
+           k_out: tuple[float, float, float, float], out_hw: tuple[int, int], border_px: int
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The z-buffered forward splat of `splat_maps` (same arguments) -> hit (h, w) bool (a source point
+    landed here), and for the nearest such point: coords (h, w, 3) float32 its source pixel x, y and new
+    depth (head units); landed (h, w, 2) float32 the cell centre minus where it landed (px, each within
+    +-0.5). All 0 where nothing landed."""
     import torch
 
     h, w = out_hw
+    maps = np.zeros((5, h * w), np.float32)
     pad = border_px if border_px > 0 and (valid[0].any() or valid[-1].any() or valid[:, 0].any()
                                           or valid[:, -1].any()) else 0
     if pad:
         points = np.pad(points, ((pad, pad), (pad, pad), (0, 0)), mode="reflect", reflect_type="odd")
         valid = np.pad(valid, pad, mode="edge")
-    h_in, w_in = valid.shape
+    w_in = valid.shape[1]
     idx = np.flatnonzero(valid.reshape(-1))
-    map_x = np.zeros((h, w), np.float32)
-    map_y = np.zeros((h, w), np.float32)
-    depth = np.zeros((h, w), np.float32)
     if idx.size == 0:
-        return map_x, map_y, np.zeros((h, w), np.float32), depth
+        return np.zeros((h, w), bool), np.zeros((h, w, 3), np.float32), np.zeros((h, w, 2), np.float32)
     p = points.reshape(-1, 3)[idx].astype(np.float32)
-    m = np.asarray(new_from_input, dtype=np.float32)
-    q = p @ m[:3, :3].T + m[:3, 3]
+    q = cv2.transform(p.reshape(-1, 1, 3), np.asarray(new_from_input, dtype=np.float32)[:3]).reshape(-1, 3)
     z = -q[:, 2]
     fx, fy, cx, cy = k_out
-    front = z > 1e-3
     zs = np.maximum(z, 1e-3)
     u = fx * q[:, 0] / zs + cx
     v = cy - fy * q[:, 1] / zs
     iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-    inside = front & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h)
-    if not inside.any():
-        return map_x, map_y, np.zeros((h, w), np.float32), depth
+    inside = np.flatnonzero((z > 1e-3) & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h))
     tgt = iv[inside] * w + iu[inside]
-    zin = z[inside]
-    src = idx[inside]
-    zt = torch.from_numpy(zin.astype(np.float32))
-    zbuf = torch.full((h * w,), float("inf"))
-    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), zt, "amin")
-    zb = zbuf.numpy()
-    win = zin <= zb[tgt] + 1e-6
-    tgt_w, src_w = tgt[win], src[win]
-    hit = np.zeros(h * w, np.float32)
-    hit[tgt_w] = 1.0
-    coords = np.zeros((h * w, 3), np.float32)
-    coords[tgt_w, 0] = (src_w % w_in - pad).astype(np.float32)
-    coords[tgt_w, 1] = (src_w // w_in - pad).astype(np.float32)
-    coords[tgt_w, 2] = zin[win]
-    hit = hit.reshape(h, w)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_px, close_px))
-    cover = _fill_enclosed(cv2.morphologyEx(hit, cv2.MORPH_CLOSE, k))
-    cover_soft = cv2.GaussianBlur(cover, (3, 3), 0.7) * cover  # anti-aliased silhouette, no growth
-    coords = coords.reshape(h, w, 3)
-    holes = (cover > 0) & (hit == 0)
-    if holes.any():
-        bx, by, bw, bh = cv2.boundingRect(holes.view(np.uint8))
-        y0, y1 = max(by - 8, 0), min(by + bh + 8, h)
-        x0, x1 = max(bx - 8, 0), min(bx + bw + 8, w)
-        filled = _push_pull(np.ascontiguousarray(coords[y0:y1, x0:x1]),
-                            np.ascontiguousarray(hit[y0:y1, x0:x1]), levels=6)
-        sub_holes = holes[y0:y1, x0:x1]
-        coords[y0:y1, x0:x1][sub_holes] = filled[sub_holes]
-    map_x, map_y = coords[..., 0], coords[..., 1]
-    depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
-    return np.ascontiguousarray(map_x), np.ascontiguousarray(map_y), cover_soft.astype(np.float32), depth
+    zbuf = torch.from_numpy(np.full(h * w, np.inf, np.float32))
+    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z[inside]), "amin")
+    nearest = z[inside] <= zbuf.numpy()[tgt] + 1e-6
+    win, cell = inside[nearest], tgt[nearest]  # the points nearest in their cell, and that cell
+    src = idx[win]
+    for i, val in enumerate((src % w_in - pad, src // w_in - pad, z[win], iu[win] + 0.5 - u[win],
+                             iv[win] + 0.5 - v[win])):
+        maps[i, cell] = val
+    hit = np.zeros(h * w, bool)
+    hit[cell] = True
+    x, y, z_new, du, dv = maps.reshape(5, h, w)
+    return hit.reshape(h, w), cv2.merge((x, y, z_new)), cv2.merge((du, dv))
+
+
+def _subpixel_offsets(map_x: np.ndarray, map_y: np.ndarray, landed: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Source coordinates (h, w) of the points splatted into each cell -> those of the cell centres.
+
+    landed: (h, w, 2) cell centre minus where the cell's point landed, px (0: no correction). The local
+    d(source) / d(output) comes from the maps themselves (3x3 Sobel: smoothed central differences); the
+    correction is limited to +-0.49 px, so a cell still addresses its own point's pixel. Without it every
+    cell would take its point's pixel centre, a jitter of up to half a cell that turns straight edges in
+    the texture into stairs. Returns (map_x, map_y), new arrays.
+    """
+    du, dv = landed[..., 0], landed[..., 1]
+    out = []
+    for m in (map_x, map_y):
+        d_u = cv2.Sobel(m, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
+        d_v = cv2.Sobel(m, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
+        out.append(m + np.clip(d_u * du + d_v * dv, -0.49, 0.49))
+    return out[0], out[1]
+
+
+def _fill_from_behind(coords: np.ndarray, hit: np.ndarray, holes: np.ndarray, src_points: np.ndarray,
+                      src_valid: np.ndarray, fx: float, slope: float = SLOPE) -> np.ndarray:
+    """Hole pixels at a disocclusion take the coordinates of the surface behind it.
+
+    coords: (H, W, 3) float32 source pixel x, y and new depth (head units), exact at hits, interpolated
+    (push-pull) in holes; hit, holes: (H, W) bool (the holes to look at: wider than a crack, whose blend is
+    too narrow to matter); src_points (Hs, Ws, 3), src_valid (Hs, Ws): the splatted source grid; fx: focal
+    length of this grid, px. A hole pixel is a disocclusion when (a) the nearest hits bracketing it
+    left/right or above/below differ in depth by more than a surface inclined by `slope` (depth change per
+    px, in pixel footprints depth / fx) could span over the gap, plus one footprint, or (b) its
+    interpolated source coordinates read something nearer in the source than the bracketing hits' source
+    depth by as much (they cross the occluder between two sides of the background). It then takes the
+    coordinates and depth of a bracketing hit behind (`_pick_behind`): the hole shows the background's edge
+    stretched along the parallax, not a blend of two surfaces. Returns coords with those pixels replaced
+    (a new array).
+    """
+    out = coords.copy()
+    ys, xs = np.nonzero(holes)
+    if ys.size == 0:
+        return out
+    n = np.arange(ys.size)
+    rows, cols, dist, found = _brackets(hit, ys, xs)
+    z = np.where(found, coords[rows, cols, 2], 0.0)  # (4, N) new depth of the bracketing hits
+    px = z.max(axis=0) / fx  # pixel footprint at the farthest one, head units
+
+    def step(i: int, j: int) -> np.ndarray:  # the pair i, j straddles a depth step
+        return found[i] & found[j] & (np.abs(z[i] - z[j]) > px * (slope * (dist[i] + dist[j]) + 1.0))
+
+    at = coords[rows, cols, :2]  # (4, N, 2) the bracketing hits' own source pixels
+    wgt = np.where(found, 1.0 / np.maximum(dist, 1.0), 0.0)
+    z_src = (wgt * _source_depth(src_points, src_valid, np.rint(at[..., 1]), np.rint(at[..., 0]))).sum(axis=0)
+    z_src /= np.maximum(wgt.sum(axis=0), 1e-6)  # their source depth, interpolated
+    read = _nearest_source(src_points, src_valid, coords[ys, xs, 0], coords[ys, xs, 1])
+    crossing = read < z_src - px * (slope * 2.0 * dist.min(axis=0, initial=np.inf, where=found) + 1.0)
+    across, down = step(0, 1), step(2, 3)
+    sel = (across | down | crossing) & found.any(axis=0)
+    pick = _pick_behind(z, dist, found, px * slope, px, across, down)[sel]
+    out[ys[sel], xs[sel]] = coords[rows[pick, n[sel]], cols[pick, n[sel]]]
+    return out
+
+
+def _pick_behind(z: np.ndarray, dist: np.ndarray, found: np.ndarray, per_px: np.ndarray, tol: np.ndarray,
+                 across: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Which of the 4 bracketing hits (left, right, above, below) a disocclusion pixel copies -> (N,) int.
+
+    z, dist, found: (4, N) their new depth, distance (px) and existence; per_px, tol: (N,) the depth a
+    surface may change per px and in all. When one pair straddles the step (across: left/right, down:
+    above/below, (N,) bool), the far one of that pair; else the nearest of those within reach of the
+    farthest (a surface behind), left or right when there is one (orbits are mostly yaw; one seam, not
+    four).
+    """
+    n = np.arange(z.shape[1])
+    far = np.argmax(z, axis=0)
+    behind = found & (z >= z[far, n] - per_px * (dist + dist[far, n]) - tol)
+    pick = np.argmin(np.where(behind, dist, np.inf), axis=0)
+    level = behind[:2].any(axis=0)
+    pick = np.where(level, np.argmin(np.where(behind[:2], dist[:2], np.inf), axis=0), pick)
+    pick = np.where(across & ~down, np.where(z[1] > z[0], 1, 0), pick)
+    return np.where(down & ~across, np.where(z[3] > z[2], 3, 2), pick)
+
+
+def _crack(hit: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels with a hit within 2 px on both sides, left and right or above and below (cracks
+    of 1-2 px, which interpolation fills well enough even across a depth step)."""
+    near = [np.zeros_like(hit) for _ in range(4)]  # a hit 1 or 2 px to the left, right, above, below
+    for d in (1, 2):
+        near[0][:, d:] |= hit[:, :-d]
+        near[1][:, :-d] |= hit[:, d:]
+        near[2][d:] |= hit[:-d]
+        near[3][:-d] |= hit[d:]
+    return (near[0] & near[1]) | (near[2] & near[3])
+
+
+def _brackets(hit: np.ndarray, ys: np.ndarray, xs: np.ndarray, reach: int = 32
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The nearest hits left, right, above and below pixels (ys, xs) (N,) of hit (H, W) bool, up to `reach`
+    px away -> their rows, columns (4, N) int (0 where none), distances (4, N) float32 px and whether they
+    exist (4, N) bool."""
+    h, w = hit.shape
+    k = np.arange(1, reach + 1)
+    n = np.arange(ys.size)
+    start = (ys * w + xs)[:, None]
+    rows, cols, dist, found = [], [], [], []
+    for along, stride, size in ((xs, -1, w), (xs, 1, w), (ys, -w, h), (ys, w, h)):
+        ahead = along[:, None] + np.sign(stride) * k  # (N, reach) row or column index along the ray
+        flat = start + stride * k
+        got = (ahead >= 0) & (ahead < size) & hit.reshape(-1)[np.clip(flat, 0, h * w - 1)]
+        first = got.argmax(axis=1)
+        ok = got[n, first]
+        at = np.where(ok, flat[n, first], 0)
+        rows.append(at // w)
+        cols.append(at % w)
+        dist.append(first + 1.0)
+        found.append(ok)
+    return np.stack(rows), np.stack(cols), np.stack(dist).astype(np.float32), np.stack(found)
+
+
+def _nearest_source(points: np.ndarray, valid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The smallest source depth (N,) over the 2x2 source pixels a bilinear sample at (x, y) (N,) reads
+    (`_source_depth`): whether the sample touches something nearer."""
+    x0, y0 = np.floor(x), np.floor(y)
+    return np.min([_source_depth(points, valid, y0 + dy, x0 + dx) for dy in (0, 1) for dx in (0, 1)], axis=0)
+
+
+def _source_depth(points: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Depth (-z) of points (Hs, Ws, 3) at whole pixel indices rows, cols (any shape, clipped to the grid;
+    0 where not valid (Hs, Ws)) -> same shape."""
+    hs, ws = valid.shape
+    r = np.clip(rows, 0, hs - 1).astype(np.int64)
+    c = np.clip(cols, 0, ws - 1).astype(np.int64)
+    return np.where(valid[r, c], -points[r, c, 2], 0.0)
 
 
 def sample(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, nearest: bool = False) -> np.ndarray:
