@@ -91,6 +91,33 @@ def shade_features(features: np.ndarray, shs: list[np.ndarray]) -> list[np.ndarr
     return out
 
 
+DIM_SHADING_FRAC = 0.35  # below this fraction of the median irradiance, estimated shading fades to grey
+
+
+def fade_dim_colour(shading: np.ndarray, frac: float = DIM_SHADING_FRAC) -> np.ndarray:
+    """Estimated input shading (..., 3) with its colour faded to neutral grey (of the same luminance)
+    where it is dim, in place -> the same array.
+
+    The input light is fitted per channel on the normals the camera sees and extrapolated to those that
+    turn away (jaw line, neck, hair edges). There the three channels' fits diverge and one can clamp to 0
+    while the others do not, which colours the shading (olive, blue) and, through albedo = image /
+    shading, puts the complementary colour into the albedo: a grey background strip inside the matte came
+    back yellow from a round trip. Below `frac` x the median luminance the colour is faded linearly toward
+    grey (fully at zero), so dim regions keep the image's own colour in the albedo.
+    """
+    flat = shading.reshape(-1, 3)
+    lum = flat @ LUMA
+    sub = lum[::16]
+    sub = sub[sub > 1e-4]
+    if sub.size == 0:
+        return shading
+    w = np.clip(lum * np.float32(1.0 / (frac * float(np.median(sub)))), 0.0, 1.0)
+    flat -= lum[:, None]
+    flat *= w[:, None]
+    flat += lum[:, None]
+    return shading
+
+
 def shade_image(normals_dpr: np.ndarray, sh: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     """Irradiance of RGB SH `sh` (9, 3) for normals (H, W, 3) in the DPR frame -> (H, W, 3) float32.
 

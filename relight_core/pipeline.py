@@ -648,7 +648,9 @@ class FrameRenderer:
                 self.scale = render_exposure(self.last_light, self._target_sh_cam(0, cfh))
             if render_out:
                 shs.append(self._target_sh_cam(k, cfh) * self.scale)
-        shaded = [_upsample(e.reshape(hh, hw, 3), h, w) for e in intrinsic.shade_features(feats, shs)]
+        shaded = intrinsic.shade_features(feats, shs)
+        intrinsic.fade_dim_colour(shaded[0])  # the estimated input shading; a target light is exact
+        shaded = [_upsample(e.reshape(hh, hw, 3), h, w) for e in shaded]
         shading_in = shaded[0]
         shading = shaded[1] if len(shaded) > 1 else shading_in
         albedo = intrinsic.estimate_albedo(img, shading_in, alpha)

@@ -103,3 +103,20 @@ def test_collapsed_channel_fit_is_replaced_not_divided_by():
     light_in, _ = intrinsic.neutralise_light(fixed)
     ref, _ = intrinsic.neutralise_light(good)
     assert np.abs(light_in).max() < 2.0 * np.abs(ref).max()
+
+
+def test_dim_shading_fades_to_grey_of_the_same_luminance() -> None:
+    """Extrapolated input shading (one channel clamped to 0 where the normals turn away) loses its colour
+    where it is dim, keeps it where it is lit, and keeps its luminance everywhere."""
+    s = np.full((4, 50, 3), 1.0, np.float32)
+    s[0, :] = (1.2, 1.0, 0.7)  # a warm lit region: kept
+    s[1, :10] = (0.08, 0.06, 0.0)  # dim and olive: one channel clamped
+    s[2, :10] = 0.0
+    before = s @ intrinsic.LUMA
+    out = intrinsic.fade_dim_colour(s)
+    assert out is s
+    np.testing.assert_allclose(s @ intrinsic.LUMA, before, atol=1e-6)
+    np.testing.assert_allclose(s[0, 0], (1.2, 1.0, 0.7), atol=1e-6)
+    dim = s[1, 0]
+    assert np.ptp(dim) < 0.25 * np.ptp([0.08, 0.06, 0.0])  # mostly grey now
+    assert np.all(s[2, :10] == 0.0)
