@@ -4,12 +4,30 @@ Face: the 478 tracked landmarks are lifted to camera space (x, y from the image,
 pose plus MediaPipe's relative depth) and the landmark mesh is rasterised with a z-buffer. Its triangles
 are derived at run time from the installed `FACEMESH_TESSELATION` edges: the 3-cliques of the edge graph
 minus spurious ones (all three edges already shared by two other cliques), wound consistently so that
-normals point out of the face. Normals are interpolated vertex normals.
+normals point out of the face. The eye and mouth openings of that mesh are zipped shut (each side of an
+opening joined to the other by a strip of triangles, `close_openings`), so the face is one surface with
+one outline and no seam around the eyes and mouth. Normals are interpolated vertex normals. Around the
+eyes (EYE_RINGS rings of the mesh beyond the eye outlines: lids, sockets, under the eyes) and the lips
+(LIP_RINGS rings beyond them: the mouth corners) the landmark mesh is bumpy at its triangles'
+scale (the eyelid contours sink into the sockets), and those bumps divide into the albedo and multiply
+into relit shading as dark blotches under side and rim lights; there the vertex normals are re-placed by
+a thin-plate membrane over the rest of the face (`face_surface`, `membrane_fill`). Positions stay the
+landmarks' everywhere, and the outline's normals and all others are the mesh's own. (Smoothing the whole
+mesh instead, e.g. Taubin smoothing of the lifted depth or rounds of normal averaging, also flattens the
+cheeks and nose whose normals the input-light fit relies on: the fit's frontal term grew by 15-35 % and
+it, and the unsmoothed output, flickered more. Filling the sockets in depth as well moved the eyes in
+novel views: the re-tracked pose error of the astronaut at yaw 20, pitch 10 rose from 5.0 to 5.7 deg.)
 
 Rest of the person (hair, ears, neck, shoulders): a dome grown from the person matte (height
 sqrt(d (2R - d)) at distance d px from the matte edge, flat beyond R), offset so it joins the face depth
-at the face boundary; its normals come from the depth gradients and are blended with the face normals
-across a feathered seam.
+at the face boundary (what is left along the boundary is spread outward and fades with a C1 ramp); its
+normals come from the depth gradients. Face and rest meet in a seam of SEAM_WIDTH either side of the
+face boundary: the rest's normals turn halfway into the face's boundary normals at the boundary, and the
+face's blend into that over SEAM_WIDTH inside it, each with a C1 (smoothstep) weight that is flat at
+the boundary, so normals, and with them shading, are continuous and free of creases across it (no line
+across the upper forehead). Depth is blended inside the face only, into the dome's depth, which already
+meets the face's at the boundary, so it stays continuous. The face interior beyond the seam is the
+mesh's own.
 
 Labels: 0 background, 1 skin, 2 eyes, 3 brows, 4 lips (the mouth opening is labelled lips too: it is
 not skin), 5 rest of the head and body. Eyes, brows and lips are polygons of MediaPipe's
@@ -22,15 +40,21 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from relight_core import camera as cam
 
+if TYPE_CHECKING:
+    from scipy import sparse
+
 BACKGROUND, SKIN, EYES, BROWS, LIPS, REST = 0, 1, 2, 3, 4, 5
 DOME_RADIUS = 0.3        # head units: curvature radius of the matte dome (a neck / head-sized tube)
 SEAM_WIDTH = 0.04        # head units: width of the face / rest blend at the face boundary
 JOIN_WIDTH = 0.08        # head units: how far the face-boundary depth correction reaches into the rest
+EYE_RINGS = 3            # rings of the face mesh beyond the eye outlines that `face_surface` smooths
+LIP_RINGS = 1            # the same beyond the lips' landmarks (the mouth corners)
 
 
 @dataclass
@@ -206,6 +230,180 @@ def vertex_normals(vertices: np.ndarray, tris: np.ndarray) -> np.ndarray:
     return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
 
 
+# --------------------------------------------------------------------------------------------- surface
+
+def boundary_loops(tris: np.ndarray) -> list[np.ndarray]:
+    """The boundary loops of a triangle mesh (T, 3) -> list of (L,) int64 vertex indices, longest first,
+    each in the order its triangles run it (a boundary edge is used by one triangle only)."""
+    t = np.asarray(tris, dtype=np.int64)
+    directed = {(int(a), int(b)) for a, b in np.concatenate([t[:, :2], t[:, 1:], t[:, [2, 0]]])}
+    nxt = {a: b for a, b in directed if (b, a) not in directed}
+    loops, seen = [], set()
+    for start in sorted(nxt):
+        if start in seen:
+            continue
+        loop, v = [], start
+        while v not in seen and v in nxt:
+            seen.add(v)
+            loop.append(v)
+            v = nxt[v]
+        loops.append(np.array(loop, dtype=np.int64))
+    return sorted(loops, key=len, reverse=True)
+
+
+def close_openings(tris: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Close every boundary loop of a mesh but the longest (its outline), e.g. the eye and mouth openings
+    of the landmark mesh, by zipping its two sides together -> faces (T + sum (L - 2), 3) int32.
+
+    vertices (V, 3) locate each loop's two corners (its farthest-apart vertices); the sides run corner
+    to corner and the i-th vertices of the two are joined by a strip of triangles (no new vertices, so the
+    mesh keeps the landmarks' count; sides of unequal length are zipped in proportion). New faces are
+    wound like the mesh: each runs its loop edge the other way.
+    """
+    v = np.asarray(vertices, dtype=np.float64)
+    faces = [np.asarray(tris, dtype=np.int64)]
+    for loop in boundary_loops(tris)[1:]:
+        d = np.linalg.norm(v[loop][:, None] - v[loop][None], axis=-1)
+        a, b = sorted(np.unravel_index(int(np.argmax(d)), d.shape))
+        side1 = loop[a:b + 1]                                   # runs with the loop
+        side2 = np.concatenate([loop[b:], loop[:a + 1]])[::-1]  # from the same corner, against it
+        i, j, strip = 0, 0, []
+        while i < len(side1) - 1 or j < len(side2) - 1:
+            # advance along the side that is behind (in fraction of its length); the loop runs
+            # side1[i] -> side1[i + 1] and side2[j + 1] -> side2[j], so the fill runs them back
+            if j == len(side2) - 1 or (i < len(side1) - 1 and (i + 1) / len(side1) <= (j + 1) / len(side2)):
+                strip.append((side1[i + 1], side1[i], side2[j]))
+                i += 1
+            else:
+                strip.append((side1[i], side2[j], side2[j + 1]))
+                j += 1
+        faces.append(np.array([t for t in strip if len(set(t)) == 3], dtype=np.int64).reshape(-1, 3))
+    return np.concatenate(faces).astype(np.int32)
+
+
+def umbrella_laplacian(tris: np.ndarray, n_vertices: int) -> sparse.csr_matrix:
+    """The uniform ("umbrella") Laplacian of a mesh's edge graph, (V, V) scipy CSR float64:
+    (L x)_i = mean of x over i's neighbours - x_i (a row of zeros for a vertex in no face)."""
+    from scipy import sparse
+
+    t = np.asarray(tris, dtype=np.int64)
+    a = np.concatenate([t[:, 0], t[:, 1], t[:, 2], t[:, 1], t[:, 2], t[:, 0]])
+    b = np.concatenate([t[:, 1], t[:, 2], t[:, 0], t[:, 0], t[:, 1], t[:, 2]])
+    adj = sparse.csr_matrix((np.ones(len(a)), (a, b)), shape=(n_vertices, n_vertices))
+    adj.data[:] = 1.0  # an edge shared by two faces was summed twice
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    lap = sparse.diags(1.0 / np.maximum(deg, 1.0)) @ adj - sparse.diags((deg > 0).astype(np.float64))
+    return lap.tocsr()
+
+
+def _membrane_blocks(tris: np.ndarray, n_vertices: int, free: np.ndarray
+                     ) -> tuple[sparse.csc_matrix, sparse.csr_matrix]:
+    """(Q_FF (F, F), Q_FK (F, K)) of Q = L^T L (`umbrella_laplacian`) split by the `free` (V,) bool
+    vertices (F of them; K the others), both in index order."""
+    lap = umbrella_laplacian(tris, n_vertices)
+    q = (lap.T @ lap).tocsr()
+    f = np.flatnonzero(free)
+    k = np.flatnonzero(~np.asarray(free, dtype=bool))
+    return q[f][:, f].tocsc(), q[f][:, k]
+
+
+def membrane_weights(tris: np.ndarray, n_vertices: int, free: np.ndarray) -> sparse.csr_matrix:
+    """Thin-plate interpolation weights W (F, K) over a mesh, scipy CSR float64: per-vertex values x (V, C)
+    are re-placed at the F `free` (V,) bool vertices by W @ x[~free] (both in index order), the values
+    that minimise the summed squared umbrella Laplacian over the whole mesh given the others
+    (`membrane_fill` without forming W). Only the K vertices within two edges of the free ones have
+    weights (Q_FK is zero beyond), and sparse storage keeps the per-frame product off the BLAS, whose
+    threads would wait on the pipeline's busy decode and write threads (several ms a frame on 2 cores)."""
+    from scipy import sparse
+    from scipy.sparse.linalg import splu
+
+    q_ff, q_fk = _membrane_blocks(tris, n_vertices, free)
+    w = sparse.csr_matrix(-splu(q_ff).solve(q_fk.toarray()))
+    w.eliminate_zeros()
+    return w
+
+
+def membrane_fill(values: np.ndarray, tris: np.ndarray, free: np.ndarray,
+                  weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-vertex values (V, C) with those of the `free` (V,) bool vertices re-placed by the thin-plate
+    membrane over the others -> new (V, C) float64 array; the others are returned exactly as given.
+
+    The membrane minimises the summed squared umbrella Laplacian of the whole mesh given the fixed values:
+    the smoothest field continuing its surroundings into the free region, keeping their level and slope
+    (a linear field is reproduced exactly on a regular planar grid), with no bump, crease or sag at its
+    rim.
+    weights: `membrane_weights` of the same mesh and free set, when precomputed (a matrix product then).
+    """
+    from scipy.sparse.linalg import splu
+
+    x = np.array(values, dtype=np.float64)
+    free = np.asarray(free, dtype=bool)
+    if weights is not None:
+        x[free] = weights @ x[~free]
+    elif free.any():
+        q_ff, q_fk = _membrane_blocks(tris, len(x), free)
+        x[free] = -splu(q_ff).solve(np.asarray(q_fk @ x[~free]))
+    return x
+
+
+def smooth_normals(normals: np.ndarray, tris: np.ndarray, free: np.ndarray,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Unit vertex normals (V, 3) with those of the `free` (V,) bool vertices re-placed by the thin-plate
+    membrane over the others (`membrane_fill`) and renormalised; the others, e.g. a mesh's outline, are
+    returned exactly as given -> new (V, 3) float64 array."""
+    free = np.asarray(free, dtype=bool)
+    n = membrane_fill(normals, tris, free, weights)
+    n[free] /= np.maximum(np.linalg.norm(n[free], axis=1, keepdims=True), 1e-12)
+    return n
+
+
+def _rings(tris: np.ndarray, n_vertices: int, seed: np.ndarray, rings: int) -> np.ndarray:
+    """(V,) bool: the `seed` vertex indices and every vertex within `rings` edges of them."""
+    t = np.asarray(tris)
+    m = np.zeros(n_vertices, dtype=bool)
+    m[seed] = True
+    for _ in range(rings):
+        m[t[m[t].any(axis=1)].ravel()] = True
+    return m
+
+
+@functools.lru_cache(maxsize=1)
+def _face_surface_topology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(faces (T', 3) of the landmark mesh with its eye and mouth openings zipped shut; the vertices
+    (478,) bool whose normals the membrane re-places: the eye outlines and EYE_RINGS rings around them,
+    the lips' landmarks and LIP_RINGS rings around them, never the face outline; the membrane's weights
+    (F, 478 - F)), cached."""
+    from relight_core.track import neutral_face
+
+    c = _connections()
+    base = face_triangles()
+    tris = close_openings(base, neutral_face())
+    eyes = np.unique(np.array(list(c.FACEMESH_LEFT_EYE) + list(c.FACEMESH_RIGHT_EYE)))
+    lips = np.unique(np.array(list(c.FACEMESH_LIPS)))
+    free = _rings(tris, 478, eyes, EYE_RINGS) | _rings(tris, 478, lips, LIP_RINGS)
+    free[boundary_loops(base)[0]] = False
+    return tris, free, membrane_weights(tris, 478, free)
+
+
+def face_surface(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rendered face surface of lifted landmarks (478, 3) cam space -> (faces (T', 3) int32, unit
+    vertex normals (478, 3) cam space).
+
+    The landmark mesh with its eye and mouth openings zipped shut (`close_openings`: no hole for the rest
+    surface to show through, no seam around them) and its area-weighted vertex normals, except around
+    the eyes (EYE_RINGS rings beyond the eye outlines: lids, sockets, under the eyes) and the lips
+    (LIP_RINGS rings beyond them: the mouth corners). The mesh is bumpy at its triangles' scale there
+    (the eyelid contours sink into the sockets, facets turn 8-9 degrees from their neighbours), which
+    divides into the albedo and multiplies into relit shading as dark blotches under side and rim
+    lights; there the normals are re-placed by the thin-plate membrane over the rest of the face
+    (`smooth_normals`): they take the orientation of the face around them, so the eye is a smooth
+    surface, not a socket. Positions are the landmarks' (the tracked geometry, which novel views
+    re-project); the outline's normals and all others are the mesh's own, bit for bit.
+    """
+    tris, free, weights = _face_surface_topology()
+    return tris, smooth_normals(vertex_normals(vertices, tris), tris, free, weights)
+
+
 # --------------------------------------------------------------------------------------------- raster
 
 def rasterize_sparse(pixels: np.ndarray, depth: np.ndarray, tris: np.ndarray, height: int, width: int,
@@ -335,16 +533,19 @@ def _inverse_length(x: np.ndarray, y: np.ndarray, z: np.ndarray, eps: float) -> 
     return np.divide(np.float32(1.0), inv, out=inv)
 
 
-def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int) -> MeshRaster:
+def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: int, width: int,
+                normals: np.ndarray | None = None) -> MeshRaster:
     """Rasterise a cam-space mesh (V, 3) with outward-wound faces (T, 3) through intrinsics k at
-    (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space)."""
+    (height, width), culling back faces -> MeshRaster (depth = -z, smooth vertex normals, cam space).
+    normals: unit vertex normals (V, 3) to interpolate (default: `vertex_normals` of the mesh)."""
     v = np.asarray(vertices, dtype=np.float64)
     px = cam.project(v, k)
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
     ids, idx, tid, lam = _raster_core(px, -v[:, 2], tris, height, width, cull=back)
     # channel-first per-vertex values (nx, ny, nz, depth) (4, V); out (4, N) = sum_k vals[:, tv_k] lam_k
-    vals = np.concatenate([vertex_normals(v, tris), -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
+    vn = vertex_normals(v, tris) if normals is None else np.asarray(normals, dtype=np.float64)
+    vals = np.concatenate([vn, -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
     tris_t = np.ascontiguousarray(np.asarray(tris, dtype=np.int32).T)
     out = np.zeros((4, len(idx)), np.float32)
     for corner in range(3):
@@ -441,13 +642,54 @@ def label_map(landmarks_px: np.ndarray, face: np.ndarray, person: np.ndarray) ->
     return labels
 
 
-def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, ring_depth: np.ndarray,
-                  k: np.ndarray, px_per_unit: float, seam_px: float) -> tuple[np.ndarray, np.ndarray, float]:
+def _smoothstep(t: np.ndarray) -> np.ndarray:
+    """3 t^2 - 2 t^3 of t clipped to [0, 1] (a C1 ramp: no crease where a blend starts or ends), float32."""
+    t = np.clip(t, 0.0, 1.0).astype(np.float32)
+    return t * t * (np.float32(3.0) - np.float32(2.0) * t)
+
+
+def _spread_from_ring(ry: np.ndarray, rx: np.ndarray, values: list[np.ndarray], shape: tuple[int, int],
+                      width_px: float) -> tuple[tuple[slice, slice], np.ndarray, list[np.ndarray]]:
+    """Spread values given at ring pixels outward by normalised convolution with a triangle kernel (two
+    box filters of width b = 2 int(width_px) + 1: O(1) per pixel whatever the width), in the box around
+    the ring that the kernel reaches (the rest of the (H, W) frame gets nothing).
+
+    ry, rx (N,) ring pixels in `shape` (H, W) (repeats add up); values: up to three (N,) arrays.
+    Returns (box: the (rows, cols) slices, weight (h, w) float32 in the box: 1 out to ~width_px from a
+    straight ring, a C1 fall-off to 0 within 2 b; the ring-weighted mean of each value (h, w) float32)."""
+    import cv2
+
+    b = 2 * int(max(width_px, 1.0)) + 1
+    reach = 2 * b  # two boxes of width b reach b - 1 pixels
+    box = (slice(max(int(ry.min()) - reach, 0), min(int(ry.max()) + reach + 1, shape[0])),
+           slice(max(int(rx.min()) - reach, 0), min(int(rx.max()) + reach + 1, shape[1])))
+    bh, bw = box[0].stop - box[0].start, box[1].stop - box[1].start
+    flat = (ry - box[0].start) * bw + (rx - box[1].start)
+    acc = np.zeros((bh * bw, len(values) + 1), np.float32)
+    np.add.at(acc[:, 0], flat, 1.0)
+    for c, v in enumerate(values):
+        np.add.at(acc[:, c + 1], flat, np.asarray(v, dtype=np.float32))
+    acc = acc.reshape(bh, bw, len(values) + 1)
+    for _ in range(2):
+        acc = cv2.blur(acc, (b, b))
+    mass = acc[..., 0]
+    line_mass = np.float32(0.5 / b)  # mass next to a straight ring, where the weight is full
+    inv = np.float32(1.0) / np.maximum(mass, np.float32(1e-6))
+    return box, _smoothstep(mass / line_mass), [acc[..., c + 1] * inv for c in range(len(values))]
+
+
+def _rest_surface(person: np.ndarray, cover: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray,
+                  ring_depth: np.ndarray, ring_normals: np.ndarray, k: np.ndarray, px_per_unit: float,
+                  seam_px: float) -> tuple[np.ndarray, np.ndarray, float]:
     """The matte dome at (H, W) -> (depth (H, W) float32, normals (H, W, 3) float32, base depth).
 
-    ring_*: pixels on the face boundary and the face depth there; the dome's base plane is set so that
-    base - height meets the face depth along that ring (median). Computed at half resolution when the
-    frame is large (the dome is smooth) and resized back.
+    person, cover (H, W) bool: the person and the face mesh's coverage; ring_*: pixels on the face
+    boundary (N,), the face depth (N,) and unit normals (N, 3) there. The dome's base plane is set so that
+    base - height meets the face depth along that ring (median); what is left at each ring pixel is
+    spread outward and fades over ~JOIN_WIDTH (C1). The dome's normals turn halfway into the face's
+    boundary normals (spread the same way) at the ring and back over seam_px px outside it, with zero
+    slope at the ring: `build_geometry` turns the other half inside the face, so the join is C1. Computed
+    at half resolution when the frame is large (the dome is smooth) and resized back.
     """
     import cv2
 
@@ -464,27 +706,76 @@ def _rest_surface(person: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray, 
         base = float(np.median(ring_depth + h_units[ry, rx]))
         # spread what is left at each ring pixel outward (normalised convolution), fading with distance,
         # so that the dome meets the face all along its boundary and not only on average
-        resid = np.zeros_like(h_units)
-        mass = np.zeros_like(h_units)
-        np.add.at(resid, (ry, rx), (ring_depth - (base - h_units[ry, rx])).astype(np.float32))
-        np.add.at(mass, (ry, rx), 1.0)
-        # two box filters of width b (a triangle kernel, O(1) per pixel whatever the width)
-        b = 2 * int(max(JOIN_WIDTH * px_per_unit / f, 1.0)) + 1
-        for _ in range(2):
-            resid = cv2.blur(resid, (b, b))
-            mass = cv2.blur(mass, (b, b))
-        line_mass = np.float32(0.5 / b)  # mass next to a straight ring, where the correction is full
-        d_small += resid / np.maximum(mass, 1e-6) * np.minimum(mass / line_mass, 1.0)
+        resid = (ring_depth - (base - h_units[ry, rx])).astype(np.float32)
+        box, near, (corr,) = _spread_from_ring(ry, rx, [resid], h_units.shape, JOIN_WIDTH * px_per_unit / f)
+        d_small[box] += corr * near
     else:
         base = DOME_RADIUS + 1.0
     d_small += np.float32(base)
     sigma = max(0.6 * seam_px / f, 0.8)
     n_small = cv2.merge(_normal_channels(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small, small))
+    if len(ring_ys):
+        _join_face_normals(n_small, small, cover, ry, rx, ring_normals, f, seam_px / f)
     if f == 1:
         return d_small, n_small, base
     depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
     normals = unit_map(cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR))
     return depth, normals, base
+
+
+def _join_face_normals(n_small: np.ndarray, small: np.ndarray, cover: np.ndarray, ry: np.ndarray,
+                       rx: np.ndarray, ring_normals: np.ndarray, f: int, seam_px: float) -> None:
+    """Turn the dome's normals n_small (h, w, 3) (in place, unit) toward the face's boundary normals.
+
+    small (h, w) bool person; cover (H, W) bool face coverage at f x the size; ry, rx (N,) ring pixels at
+    (h, w) with the face's unit normals ring_normals (N, 3); seam_px at (h, w). The ring normals are
+    spread outward (`_spread_from_ring`, at half this resolution: they vary slowly) and blended in with
+    weight 1/2 on the face (where `build_geometry` blends on into the face's own) falling to 0 at
+    seam_px outside it, with zero slope at the boundary, so the half-resolution face mask's edge does not
+    show. Only the pixels within seam_px (+ 1 inside) of the ring are touched: the face blend uses no
+    others.
+    """
+    import cv2
+
+    h, w = small.shape
+    m = int(seam_px) + 3
+    rows = slice(max(int(ry.min()) - m, 0), min(int(ry.max()) + m + 1, h))
+    cols = slice(max(int(rx.min()) - m, 0), min(int(rx.max()) + m + 1, w))
+    bh, bw = rows.stop - rows.start, cols.stop - cols.start
+    ring = np.ones((bh, bw), np.uint8)
+    ring[ry - rows.start, rx - cols.start] = 0
+    dist = cv2.distanceTransform(ring, cv2.DIST_L2, 3)  # px to the nearest ring pixel
+    if f == 1:
+        face = cover[rows, cols]
+    else:
+        full = cover[rows.start * f:rows.stop * f, cols.start * f:cols.stop * f].astype(np.uint8)
+        face = cv2.resize(full, (bw, bh), interpolation=cv2.INTER_AREA) > 0
+    # the pixels the face blend can reach: seam_px outside the ring, seam_px + 1 inside (flat, in the box)
+    d = dist.ravel()
+    sel = np.flatnonzero((d <= np.float32(seam_px + 1.0)) & small[rows, cols].ravel())
+    inside = face.ravel()[sel]
+    keep = inside | (d[sel] <= np.float32(seam_px))
+    sel, inside = sel[keep], inside[keep]
+    if sel.size == 0:
+        return
+    by, bx = np.divmod(sel, bw)
+    # the ring normals spread outward at half this resolution (they vary slowly), resized onto the box
+    qbox, _, spread = _spread_from_ring(ry // 2, rx // 2, [ring_normals[:, c] for c in range(3)],
+                                        ((h + 1) // 2, (w + 1) // 2), seam_px / 2)
+    qh, qw = 2 * (qbox[0].stop - qbox[0].start), 2 * (qbox[1].stop - qbox[1].start)
+    q = cv2.resize(cv2.merge(spread), (qw, qh), interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
+    qy = np.minimum(by + (rows.start - 2 * qbox[0].start), qh - 1)
+    qx = np.minimum(bx + (cols.start - 2 * qbox[1].start), qw - 1)
+    e = q[qy * qw + qx]
+    flat = (by + rows.start) * w + (bx + cols.start)
+    n = n_small.reshape(-1, 3)[flat]
+    weight = np.float32(0.5) * _smoothstep(1.0 - d[sel] / np.float32(seam_px))
+    weight[inside] = 0.5
+    e *= (weight / np.maximum(np.sqrt(np.einsum("ij,ij->i", e, e)), np.float32(1e-6)))[:, None]
+    n *= (np.float32(1.0) - weight)[:, None]
+    n += e
+    n /= np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), np.float32(1e-6))[:, None]
+    n_small.reshape(-1, 3)[flat] = n
 
 
 def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
@@ -495,7 +786,8 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     lm = analysis.landmarks_at(i, height, width)
     cfh = np.asarray(analysis.cam_from_head[i], dtype=np.float64)
     verts = face_vertices_cam(lm, cfh, k, getattr(analysis, "face_shape", None))
-    face = render_mesh(verts, face_triangles(), k, height, width)
+    tris, vnormals = face_surface(verts)
+    face = render_mesh(verts, tris, k, height, width, normals=vnormals)
     cover = face.cover
     alpha = analysis.matte_at(i, height, width)
     idx = face.idx
@@ -507,16 +799,15 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     seam_px = max(SEAM_WIDTH * px_per_unit, 1.0)
     inner = np.take(cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3), idx)
     ring = inner <= 1.0
-    depth, normals, base = _rest_surface(person, face.ys[ring], face.xs[ring], face.depth[ring], k,
-                                         px_per_unit, seam_px)
+    depth, normals, base = _rest_surface(person, cover, face.ys[ring], face.xs[ring], face.depth[ring],
+                                         face.normals[ring], k, px_per_unit, seam_px)
     # the face: mesh depth and normals, blended into the rest's over a feathered seam inside its edge
     d_flat, n_flat = depth.reshape(-1), normals.reshape(-1, 3)
-    w_face = np.minimum(inner / np.float32(seam_px), 1.0)
-    seam = np.flatnonzero(w_face < 1.0)
+    seam = np.flatnonzero(inner < seam_px)
     d_new = face.depth.copy()
     n_new = face.normals.copy()
-    ws = w_face[seam]
     si = idx[seam]
+    ws = _smoothstep(inner[seam] / np.float32(seam_px))
     d_new[seam] = ws * d_new[seam] + (1.0 - ws) * np.take(d_flat, si)
     # normals of the seam pixels blended channel by channel (contiguous 1-D passes), then renormalised
     nb = [ws * np.take(face.normals[:, c], seam) + (1.0 - ws) * np.take(n_flat[:, c], si) for c in range(3)]

@@ -1,5 +1,7 @@
-"""geometry.py: triangles from edges, the z-buffered rasteriser on a sphere with known normals, depth
-normals, and the per-frame maps on the astronaut (landmark mesh normals, labels, seam)."""
+"""geometry.py: triangles from edges, closing the mesh's openings, the thin-plate normal membrane (a
+sphere kept, bumps flattened, fixed vertices untouched), the z-buffered rasteriser on a sphere with known
+normals, depth normals, and the per-frame maps on the astronaut and a synthetic head (landmark mesh
+normals, labels, a smooth face / rest seam)."""
 
 from __future__ import annotations
 
@@ -63,11 +65,103 @@ def test_face_mesh_triangles_form_a_consistent_surface() -> None:
     assert np.mean(np.einsum("ij,ij->i", fn, nf[tris].mean(axis=1)) > 0) > 0.98  # outward
 
 
+def test_close_openings_zips_the_eyes_and_mouth_shut() -> None:
+    base = geometry.face_triangles()
+    loops = geometry.boundary_loops(base)
+    assert sorted(len(loop) for loop in loops) == [16, 16, 20, 36]  # eyes, inner lips, face outline
+    tris = geometry.close_openings(base, track.neutral_face())
+    # one strip of L - 2 triangles per opening, no new vertices, one boundary left: the face outline
+    assert len(tris) == len(base) + 14 + 14 + 18 and tris.max() < 478
+    after = geometry.boundary_loops(tris)
+    assert len(after) == 1 and set(after[0].tolist()) == set(loops[0].tolist())
+    use: dict[frozenset, list[tuple[int, int]]] = {}
+    for t in tris:
+        for a, b in ((t[0], t[1]), (t[1], t[2]), (t[2], t[0])):
+            use.setdefault(frozenset((a, b)), []).append((a, b))
+    assert max(len(u) for u in use.values()) == 2
+    assert all(u[0] == u[1][::-1] for u in use.values() if len(u) == 2)  # wound like the mesh
+    assert geometry.face_surface(track.neutral_face())[0].tolist() == tris.tolist()
+
+
+def test_close_openings_on_a_grid_with_a_hole() -> None:
+    # a 6 x 6 vertex grid in the z = 0 plane without its 2 x 2 centre cells: the hole's 8-vertex loop
+    # is zipped between its farthest corners into 6 triangles facing +z like the rest
+    ys, xs = np.mgrid[0:6, 0:6]
+    pts = np.stack([xs.ravel(), ys.ravel(), np.zeros(36)], axis=1).astype(float)
+    cells = [(i, j) for i in range(5) for j in range(5) if not (1 < i < 4 and 1 < j < 4)]
+    quads = [(6 * i + j, 6 * i + j + 1, 6 * (i + 1) + j + 1, 6 * (i + 1) + j) for i, j in cells]
+    tris = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    assert [len(loop) for loop in geometry.boundary_loops(tris)] == [20, 8]
+    closed = geometry.close_openings(tris, pts)
+    assert len(closed) == len(tris) + 6 and len(geometry.boundary_loops(closed)) == 1
+    fn = np.cross(pts[closed[:, 1]] - pts[closed[:, 0]], pts[closed[:, 2]] - pts[closed[:, 0]])
+    assert np.all(fn[:, 2] > 0)
+    assert np.abs(fn[:, 2]).sum() == pytest.approx(25.0 * 2)  # the 5 x 5 square, twice its area
+
+
 def test_region_polygons() -> None:
     regions = geometry.region_polygons()
     assert [len(p) for p in regions[geometry.EYES]] == [16, 16]
     assert [len(p) for p in regions[geometry.BROWS]] == [10, 10]
     assert [len(p) for p in regions[geometry.LIPS]] == [20]
+
+
+# --------------------------------------------------------------------------------------------- membrane
+
+def _sphere_cap(r: float = 0.4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A tessellated sphere about the origin -> (vertices, faces, free: the vertices of a cap around +z,
+    ~37 degrees across, that the membrane re-places)."""
+    v, tris = uv_sphere(np.zeros(3), r, n_lat=48, n_lon=96)
+    return v, tris, v[:, 2] > 0.8 * r
+
+
+def test_membrane_keeps_a_sphere_and_its_fixed_vertices() -> None:
+    v, tris, free = _sphere_cap()
+    n = geometry.vertex_normals(v, tris)
+    out = geometry.smooth_normals(n, tris, free)
+    assert np.array_equal(out[~free], n[~free])  # e.g. a mesh's outline: bit for bit
+    assert np.allclose(np.linalg.norm(out, axis=1), 1.0)
+    # the smooth surface's own normals are what the membrane continues into the cap (exact for a linear
+    # field; a sphere's normals bend a little more than the thin plate: ~0.2 degrees over this cap)
+    assert _angle_deg(out[free], v[free]).max() < 0.5
+    ramp = v[:, :1] * 2.0 + v[:, 1:2] - 0.5
+    assert np.abs(geometry.membrane_fill(ramp, tris, free) - ramp).max() < 0.005 * np.ptp(ramp)
+
+
+def test_membrane_flattens_triangle_scale_bumps() -> None:
+    v, tris, free = _sphere_cap()
+    rng = np.random.default_rng(3)
+    inner = v[:, 2] > 0.9 * 0.4  # bumps well inside the cap: its rim's normals stay the sphere's
+    bumpy = v * (1.0 + 0.01 * rng.standard_normal(len(v)) * inner)[:, None]
+    n = geometry.vertex_normals(bumpy, tris)
+    before = _angle_deg(n[inner], v[inner])
+    out = geometry.smooth_normals(n, tris, free)
+    after = _angle_deg(out[inner], v[inner])
+    assert before.mean() > 4.0  # the bumps tilt the normals by several degrees
+    assert after.mean() < 0.1 * before.mean() and _angle_deg(out[free], v[free]).max() < 0.5
+    # precomputed weights give the same answer (the per-frame path)
+    w = geometry.membrane_weights(tris, len(v), free)
+    assert np.allclose(geometry.smooth_normals(n, tris, free, w), out, atol=1e-9)
+
+
+def test_face_surface_smooths_the_eyes_and_mouth_only() -> None:
+    a, cfh, pts = _synthetic_analysis(20.0, -5.0)
+    verts = geometry.face_vertices_cam(a.landmarks[0], cfh, a.K)
+    tris, n = geometry.face_surface(verts)
+    raw = geometry.vertex_normals(verts, tris)
+    changed = np.any(n != raw, axis=1)  # the others bit for bit
+    outline = geometry.boundary_loops(tris)[0]
+    c = geometry._connections()
+    eyes = np.unique(np.array(list(c.FACEMESH_LEFT_EYE) + list(c.FACEMESH_RIGHT_EYE)))
+    assert not changed[outline].any() and changed[eyes].all()
+    assert not changed[468:].any() and 180 < changed.sum() < 280  # eyes, lids, sockets, lips, mouth corners
+    # triangle-scale roughness there (each vertex normal against its neighbours' mean) goes down
+    lap = geometry.umbrella_laplacian(tris, 478)
+
+    def roughness(normals: np.ndarray) -> np.ndarray:
+        return _angle_deg(normals[:468], (normals + lap @ normals)[:468])  # 468.. are the irises: no faces
+
+    assert roughness(n)[changed[:468]].mean() < 0.6 * roughness(raw)[changed[:468]].mean()
 
 
 # --------------------------------------------------------------------------------------------- raster
@@ -155,7 +249,8 @@ def test_astronaut_face_normals_match_the_mesh(astro_geo) -> None:
     import cv2
 
     _, g = astro_geo
-    k, verts, tris = g.K, g.vertices.astype(np.float64), geometry.face_triangles()
+    k, verts = g.K, g.vertices.astype(np.float64)
+    tris, vn = geometry.face_surface(verts)
     px = cam.project(verts, k)
     ids, bary = geometry.rasterize(px, -verts[:, 2], tris, 512, 512)
     fn = np.cross(verts[tris[:, 1]] - verts[tris[:, 0]], verts[tris[:, 2]] - verts[tris[:, 0]])
@@ -163,12 +258,15 @@ def test_astronaut_face_normals_match_the_mesh(astro_geo) -> None:
     seam_px = geometry.SEAM_WIDTH * k[0, 0] / np.mean(-verts[:, 2])
     inner = cv2.distanceTransform((ids >= 0).astype(np.uint8), cv2.DIST_L2, 3) > seam_px
     ys, xs = np.nonzero(inner)
-    # exactly the interpolated vertex normals away from the seam
-    vn = geometry.vertex_normals(verts, tris)
+    # exactly the interpolated vertex normals (of the closed mesh, membrane around eyes and mouth) away
+    # from the seam
     n = np.einsum("nkc,nk->nc", vn[tris[ids[ys, xs]]], bary[ys, xs])
     assert _angle_deg(g.normals[ys, xs], n).max() < 0.1
-    # smooth normals vs the flat triangle normals: the facet-to-facet roughness of the landmark mesh
-    err = _angle_deg(g.normals[ys, xs], fn[ids[ys, xs]])
+    # smooth normals vs the flat triangle normals: the facet-to-facet roughness of the landmark mesh, where
+    # its own normals are kept (not around the eyes and mouth, where the membrane re-places them)
+    free = np.any(vn != geometry.vertex_normals(verts, tris), axis=1)
+    own = ~free[tris[ids[ys, xs]]].any(axis=1)
+    err = _angle_deg(g.normals[ys, xs], fn[ids[ys, xs]])[own]
     assert np.median(err) < 12.0 and np.mean(err) < 14.0
     # and they point the way the face does: toward the camera, mostly
     assert np.median(g.normals[ys, xs][:, 2]) > 0.8
@@ -218,11 +316,11 @@ def test_synthetic_head_pose_and_normals(yaw: float, pitch: float) -> None:
     assert err < 0.05 and cam.rotation_angle_deg(est, cfh) < 0.2
     y, p, _ = cam.cam2head_to_yaw_pitch_roll(cam.invert_pose(est))
     assert y == pytest.approx(yaw, abs=0.3) and p == pytest.approx(pitch, abs=0.3)
-    # geometry: the lifted vertices are the posed shape, the face normals those of its mesh
+    # geometry: the lifted vertices are the posed shape, the face normals those of its surface
     g = geometry.build_geometry(a, 0, a.height, a.width)
     assert np.abs(g.vertices - pts).max() < 1e-3
-    tris = geometry.face_triangles()
-    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width)
+    tris, vn = geometry.face_surface(pts)
+    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width, normals=vn)
     inner = g.face_mask.reshape(-1)[ras.idx] > 0.99
     seam_px = geometry.SEAM_WIDTH * a.K[0, 0] / np.mean(-pts[:, 2])
     core = np.take(cv2_inner_distance(ras.cover), ras.idx) >= seam_px + 1.0
@@ -233,6 +331,42 @@ def test_synthetic_head_pose_and_normals(yaw: float, pitch: float) -> None:
     view = -cam.transform_points(cfh, np.zeros(3))
     mean_n = ras.normals.mean(axis=0)
     assert _angle_deg(mean_n, view) < 25.0
+
+
+def _normal_steps(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of a normal map (H, W, 3): the largest angle (deg) to its right / lower neighbour and the
+    length of its Laplacian (second differences: creases and kinks) -> two (H, W) arrays."""
+    import cv2
+
+    n = n.astype(np.float64)
+    step = np.zeros(n.shape[:2])
+    step[:, :-1] = _angle_deg(n[:, 1:], n[:, :-1])
+    step[:-1] = np.maximum(step[:-1], _angle_deg(n[1:], n[:-1]))
+    return step, np.linalg.norm(cv2.Laplacian(n, cv2.CV_64F), axis=-1)
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0.0, 0.0), (25.0, -10.0), (-15.0, 12.0)])
+def test_seam_is_smooth_across_the_face_outline(yaw: float, pitch: float) -> None:
+    """The face meets a matte dome (a disc 1.7 x the face's size behind it): across the face outline the
+    normals turn without a step or crease (the old linear blend into the plain dome normals left one:
+    Laplacian p95 ~0.087, steps up to 14-18 degrees). Depth: `test_seam_joins_face_and_rest`."""
+    import cv2
+
+    a, cfh, pts = _synthetic_analysis(yaw, pitch)
+    px = cam.project(pts, a.K)[:468]
+    centre, radius = px.mean(axis=0), np.ptp(px, axis=0).max() / 2
+    matte = np.zeros((a.height, a.width), np.uint8)
+    cv2.circle(matte, (int(centre[0]), int(centre[1])), int(1.7 * radius), 255, -1)
+    a.matte = matte[None]
+    g = geometry.build_geometry(a, 0, a.height, a.width)
+    seam_px = geometry.SEAM_WIDTH * a.K[0, 0] / np.mean(-pts[:, 2])
+    face = (g.face_mask > 0).astype(np.uint8)
+    signed = cv2_inner_distance(face) - cv2_inner_distance(1 - face)
+    person = cv2.erode((g.alpha > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # not its edge
+    band = (np.abs(signed) <= seam_px + 1.0) & person
+    step, lap = _normal_steps(g.normals)
+    assert np.percentile(lap[band], 95) < 0.065 and lap[band].max() < 0.3
+    assert step[band].max() < 10.0
 
 
 def cv2_inner_distance(mask: np.ndarray) -> np.ndarray:
