@@ -43,7 +43,6 @@ PASSES = ("rgba", "albedo", "shading", "normal", "depth")
 PROCESSING_STAGES = ("geometry", "intrinsic", "temporal", "render")
 EventSink = Callable[[dict], None]
 SPECULAR_ALBEDO = 0.05  # skin-like specular reflectance used with explicit key lights
-SPECULAR_LABELS = (1, 4)  # skin, lips
 ABSOLUTE_SCALE = 1.0 / math.pi  # physical irradiance -> the engine's image model (see module docstring)
 SHADING_STEP_FROM = 400  # frames this large (longer side, px) get diffuse shading on every 2nd pixel
 
@@ -698,8 +697,7 @@ class FrameRenderer:
                                                  view_pos)
             shading = np.maximum(shading + delta, 0.0)
             relit = albedo * shading
-            spec_mask = np.isin(geo.labels, SPECULAR_LABELS).astype(np.float32) * SPECULAR_ALBEDO
-            relit += spec * rgb3(spec_mask)
+            relit += spec * rgb3(render.specular_mask(albedo, geo.labels) * np.float32(SPECULAR_ALBEDO))
         else:
             relit = albedo * shading
         depth = np.asarray(geo.depth, dtype=np.float32)

@@ -271,3 +271,17 @@ def test_coordinates_address_the_source_to_a_fraction_of_a_pixel():
     inner[:, :m] = inner[:, -m:] = False
     err = np.hypot(mx - sx, my - sy)[inner]
     assert np.median(err) < 0.1 and np.percentile(err, 95) < 0.3  # not the splat cell's whole pixel
+
+
+def test_specular_mask_spares_hair_over_the_skin() -> None:
+    """Key-light specular goes on skin-like albedo and the lips, not on darker hair the face mesh covers."""
+    labels = np.zeros((40, 40), np.uint8)
+    labels[5:35, 5:35] = 1
+    labels[28:32, 15:25] = 4
+    albedo = np.zeros((40, 40, 3), np.float32)
+    albedo[labels > 0] = (0.6, 0.45, 0.35)  # skin
+    albedo[5:12, 5:35] = (0.12, 0.08, 0.05)  # a fringe of dark hair, labelled skin
+    albedo[28:32, 15:25] = (0.35, 0.15, 0.12)  # lips: darker, still specular
+    m = render.specular_mask(albedo, labels)
+    assert m.shape == (40, 40) and m.dtype == np.float32
+    assert m[20, 20] > 0.99 and m[8, 20] < 0.01 and m[30, 20] > 0.99 and m[2, 2] == 0.0
