@@ -285,3 +285,17 @@ def test_specular_mask_spares_hair_over_the_skin() -> None:
     m = render.specular_mask(albedo, labels)
     assert m.shape == (40, 40) and m.dtype == np.float32
     assert m[20, 20] > 0.99 and m[8, 20] < 0.01 and m[30, 20] > 0.99 and m[2, 2] == 0.0
+
+
+def test_shadow_stipple_is_smoothed_but_shadows_and_mask_edges_stay() -> None:
+    h, w = 40, 60
+    yy, xx = np.mgrid[0:h, 0:w]
+    inside = (xx >= 5) & (xx < 55)
+    idx = np.flatnonzero(inside)
+    vis = np.where(xx < 30, ((xx + yy) % 2).astype(np.float32), 0.0)[inside]  # stipple | a solid shadow
+    out = render._smooth_on_grid(vis.astype(np.float32), idx, (h, w))
+    grid = np.full(h * w, np.nan, np.float32)
+    grid[idx] = out
+    grid = grid.reshape(h, w)
+    assert np.abs(grid[10:30, 10:25] - 0.5).max() < 0.05  # the stipple becomes its mean
+    assert grid[10:30, 36:55].max() < 0.01  # a solid shadow stays dark, up to the mask's own edge
