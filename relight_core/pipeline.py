@@ -16,6 +16,10 @@ rho lit by irradiance E has radiance rho * E / pi, while the engine's image mode
 the target SH (and key lights) are scaled by 1/pi (`ABSOLUTE_SCALE`). The input light is then expressed for
 a skin albedo of luminance `intrinsic.SKIN_ALBEDO_LUMA`.
 
+Resume: a run skips frames whose files exist only when DIR/settings.json (`render_settings`: input, light,
+camera, size, background, light space, intensity, smoothing) says they were made the same way; otherwise
+it warns and renders every frame again.
+
 Events (dicts, the worker protocol in the README): started, progress (stage analyze|relight), warning,
 frame, done, cancelled. Cancelling (an Event, SIGTERM or Ctrl-C) stops between frames: every file that
 exists is complete (written under a temporary name, then renamed).
