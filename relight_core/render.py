@@ -20,12 +20,12 @@ import cv2
 import numpy as np
 
 from relight_core import sh as shlib
+from relight_core.geometry import LIPS, SKIN
+from relight_core.intrinsic import LUMA
 
 # camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
 CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 DEPTH_PNG_RANGE = 8.0  # depth PNGs store depth / DEPTH_PNG_RANGE (head units) as 16-bit
-SKIN_LABEL, LIPS_LABEL = 1, 4  # `geometry` labels that take key-light specular
-_LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 luminance weights
 SHADOW_STRENGTH = 0.85  # fraction of a key light a cast shadow removes (skin scatters some light into it)
 
 
@@ -255,14 +255,14 @@ def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, ful
     taken for hair (no specular), above `full` x for skin, with a smooth ramp between; the mask is then
     feathered by about a pixel so that its edge draws no line.
     """
-    skin = labels == SKIN_LABEL
-    lum = cv2.transform(np.ascontiguousarray(albedo, dtype=np.float32), _LUMA.reshape(1, 3))
+    skin = labels == SKIN
+    lum = cv2.transform(np.ascontiguousarray(albedo, dtype=np.float32), LUMA.reshape(1, 3))
     sub = lum[::4, ::4][skin[::4, ::4]]
     ref = float(np.median(sub)) if sub.size else 1.0
     t = np.clip((lum * np.float32(1.0 / max(ref, 1e-6)) - np.float32(dark)) * np.float32(1.0 / (full - dark)),
                 0.0, 1.0)
     m = t * t * (np.float32(3.0) - np.float32(2.0) * t) * skin
-    m[labels == LIPS_LABEL] = 1.0
+    m[labels == LIPS] = 1.0
     return cv2.GaussianBlur(m, (3, 3), 0.8)
 
 
