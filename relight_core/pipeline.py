@@ -861,7 +861,8 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
                               "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
                               "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
     report_path = out / "report.json"
-    resume = job.resume and _settings_unchanged(out, job, footage, emit)
+    settings = _as_json(render_settings(job, footage))
+    resume = job.resume and _settings_unchanged(out, settings, footage, job, emit)
     old_frames = _previous_report_frames(report_path) if resume else {}
     try:
         analysis, cached = load_or_analyze(footage, job, out, emit, cancel)
@@ -874,7 +875,7 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
         emit({"event": "warning", "frame": None, "message": str(wmsg)})
 
     out_indices = footage.frame_indices if not still else list(range(n_out))
-    _record_settings(out, job, footage)
+    _write_json(out / SETTINGS_FILE, settings)  # before the first frame is written
     done_flags = [resume and all(p.is_file() for p in frame_paths(out, stem, i, job.passes, job.format)
                                      .values()) for i in out_indices]
     warm = 3  # frames re-analysed before a resumed stretch, so the temporal filters start settled
@@ -994,16 +995,15 @@ def _lighting_key(spec: Any) -> Any:
     return spec
 
 
-def _settings_unchanged(out: Path, job: RelightJob, footage, emit: EventSink) -> bool:
-    """True when DIR holds no frames of an earlier run or they were made with the same `render_settings`;
-    otherwise a warning says that every frame is rendered again (finished frames are only skipped when
-    they would come out the same)."""
-    want = json.loads(json.dumps(render_settings(job, footage), default=str))
+def _settings_unchanged(out: Path, settings: dict, footage, job: RelightJob, emit: EventSink) -> bool:
+    """True when DIR/settings.json holds `settings` (as written by `_as_json`), i.e. finished frames there
+    would come out the same; otherwise False, with a warning that every frame is rendered again when DIR
+    holds settings or frames of an earlier run."""
     try:
         old = json.loads((out / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
         old = None
-    if old == want:
+    if old == settings:
         return True
     first = frame_paths(out, footage.name, footage.frame_indices[0] if footage.kind != "image" else 0,
                         job.passes, job.format)
@@ -1012,11 +1012,6 @@ def _settings_unchanged(out: Path, job: RelightJob, footage, emit: EventSink) ->
               "message": f"the settings differ from those that made the frames in {out}; every frame is "
                          "rendered again"})
     return False
-
-
-def _record_settings(out: Path, job: RelightJob, footage) -> None:
-    """Write DIR/settings.json (`render_settings`) before the first frame is written."""
-    _write_json(out / SETTINGS_FILE, render_settings(job, footage))
 
 
 def _sequence_length(camera: dict | None) -> int:
@@ -1056,17 +1051,22 @@ def _previous_report_frames(path: Path) -> dict[int, dict]:
         return {}
 
 
+def _json_default(o: Any) -> Any:
+    """JSON for what `json` cannot write itself: arrays as lists, numpy scalars as numbers, else str."""
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)
+
+
+def _as_json(data: Any) -> Any:
+    """`data` as it reads back from `_write_json` (so that it compares equal to a file's contents)."""
+    return json.loads(json.dumps(data, default=_json_default))
+
+
 def _write_json(path: Path, data: Any) -> None:
     from relight_core import io
 
-    def default(o):
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        if isinstance(o, (np.floating, np.integer)):
-            return o.item()
-        if isinstance(o, Path):
-            return str(o)
-        return str(o)
-
     with io.atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, default=default))
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default))
