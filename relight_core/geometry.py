@@ -332,17 +332,13 @@ def membrane_fill(values: np.ndarray, tris: np.ndarray, free: np.ndarray,
     the smoothest field continuing its surroundings into the free region, keeping their level and slope
     (a linear field is reproduced exactly on a regular planar grid), with no bump, crease or sag at its
     rim.
-    weights: `membrane_weights` of the same mesh and free set, when precomputed (a matrix product then).
+    weights: `membrane_weights` of the same mesh and free set (computed here when not given).
     """
-    from scipy.sparse.linalg import splu
-
     x = np.array(values, dtype=np.float64)
     free = np.asarray(free, dtype=bool)
-    if weights is not None:
-        x[free] = weights @ x[~free]
-    elif free.any():
-        q_ff, q_fk = _membrane_blocks(tris, len(x), free)
-        x[free] = -splu(q_ff).solve(np.asarray(q_fk @ x[~free]))
+    if free.any():
+        w = membrane_weights(tris, len(x), free) if weights is None else weights
+        x[free] = w @ x[~free]
     return x
 
 
