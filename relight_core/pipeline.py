@@ -652,23 +652,49 @@ class FrameRenderer:
                 self.scale = render_exposure(self.last_light, self._target_sh_cam(0, cfh))
             if render_out:
                 shs.append(self._target_sh_cam(k, cfh) * self.scale)
-        shaded = intrinsic.shade_features(feats, shs)
+        shaded = [e.reshape(hh, hw, 3) for e in intrinsic.shade_features(feats, shs)]
         intrinsic.fade_dim_colour(shaded[0])  # the estimated input shading; a target light is exact
-        shaded = [_upsample(e.reshape(hh, hw, 3), h, w) for e in shaded]
+        view = self.views.view(k, cfh, _intrinsics(self.analysis, h, w), (h, w)) if render_out else None
+        t_keys = time.perf_counter()
+        # key lights: their cast shadows darken the target shading, their specular comes on top
+        spec = self._key_lights(k, cfh, view, geo, half, alpha, step, shaded[1]) if len(shaded) > 1 else None
+        t_keys = time.perf_counter() - t_keys
+        timings["render"] += t_keys  # key lights are rendering, done here on the shading grid
+        shaded = [_upsample(e, h, w) for e in shaded]
         shading_in = shaded[0]
         shading = shaded[1] if len(shaded) > 1 else shading_in
         albedo = intrinsic.estimate_albedo(img, shading_in, alpha)
         intrinsic.suppress_highlights(albedo, geo.labels == 1)
         t5 = time.perf_counter()
-        timings["intrinsic"] += t5 - t4
+        timings["intrinsic"] += t5 - t4 - t_keys
         albedo = self.albedo_filter(albedo, img, alpha > 0.02)
         t6 = time.perf_counter()
         timings["temporal"] += t6 - t5
         if not render_out:
             return None, info
-        layers = self._render(k, cfh, img, geo, normals, alpha, albedo, shading, info)
+        layers = self._render(view, img, geo, normals, alpha, albedo, shading, spec, step, info)
         timings["render"] += time.perf_counter() - t6
         return layers, info
+
+    def _key_lights(self, k: int, cfh: np.ndarray, view: tuple | None, geo, normals: np.ndarray,
+                    alpha: np.ndarray, step: int, shading: np.ndarray) -> np.ndarray | None:
+        """Frame k's key lights on the shading grid (every `step`-th pixel; normals (h, w, 3) are that
+        grid's): their cast shadows are added to the target shading (h, w, 3) in place; returns their
+        specular irradiance (h, w, 3), or None when this frame has no key light."""
+        from relight_core import render
+
+        keys = list(self.target.key_lights_at(k) or [])
+        if not keys:
+            return None
+        rot = render.light_rotation(cfh, self.job.light_space)
+        view_pos = np.zeros(3) if view is None else np.linalg.inv(view[0])[:3, 3]
+        points = np.asarray(geo.points, dtype=np.float32)[::step, ::step]
+        person = alpha[::step, ::step] > 0.02
+        scaled = [_scaled_light(kl, self.scale or 1.0) for kl in keys]
+        delta, spec = render.key_light_terms(normals, points, person, scaled, rot, cfh[:3, 3], view_pos)
+        shading += delta
+        np.maximum(shading, 0.0, out=shading)
+        return spec
 
     def _target_sh_cam(self, k: int, cam_from_head: np.ndarray) -> np.ndarray:
         from relight_core import render
@@ -679,9 +705,11 @@ class FrameRenderer:
         rot = render.light_rotation(cam_from_head, self.job.light_space)
         return render.sh_in_camera(sh, rot)
 
-    def _render(self, k: int, cfh: np.ndarray, img: np.ndarray, geo, normals: np.ndarray, alpha: np.ndarray,
-                albedo: np.ndarray, shading: np.ndarray, info: dict) -> dict[str, np.ndarray]:
-        """Relight, add key lights, change the view, composite -> the frame's layers."""
+    def _render(self, view: tuple | None, img: np.ndarray, geo, normals: np.ndarray, alpha: np.ndarray,
+                albedo: np.ndarray, shading: np.ndarray, spec: np.ndarray | None, step: int, info: dict
+                ) -> dict[str, np.ndarray]:
+        """Relight (albedo x shading, plus the key lights' specular (h, w, 3) on the `step` grid where
+        given), change the view, composite -> the frame's layers."""
         from relight_core import render
         from relight_core.intrinsic import rgb3
 
@@ -689,21 +717,12 @@ class FrameRenderer:
         h, w = img.shape[:2]
         points = np.asarray(geo.points, dtype=np.float32)
         person = alpha > 0.02
-        keys = list(self.target.key_lights_at(k) or []) if self.target is not None else []
-        k_in = _intrinsics(self.analysis, h, w)
-        view = self.views.view(k, cfh, k_in, (h, w))
         info["cam2head"] = None if view is None else view[2]
-        view_pos = np.zeros(3) if view is None else np.linalg.inv(view[0])[:3, 3]
-        if keys:
-            rot = render.light_rotation(cfh, job.light_space)
-            keys_scaled = [_scaled_light(kl, self.scale or 1.0) for kl in keys]
-            delta, spec = render.key_light_terms(normals, points, person, keys_scaled, rot, cfh[:3, 3],
-                                                 view_pos)
-            shading = np.maximum(shading + delta, 0.0)
-            relit = albedo * shading
-            relit += spec * rgb3(render.specular_mask(albedo, geo.labels) * np.float32(SPECULAR_ALBEDO))
-        else:
-            relit = albedo * shading
+        relit = albedo * shading
+        if spec is not None:
+            where = render.specular_mask(albedo[::step, ::step], geo.labels[::step, ::step])
+            spec *= rgb3(where * np.float32(SPECULAR_ALBEDO))
+            relit += _upsample(spec, h, w)
         depth = np.asarray(geo.depth, dtype=np.float32)
         want = job.passes if job.format == "png" else PASSES
         if view is None:
@@ -714,7 +733,6 @@ class FrameRenderer:
         else:
             new_from_input, kk, _ = view
             valid = person & (depth > 0)
-            step = 2 if max(h, w) >= SHADING_STEP_FROM else 1
             mx, my, cover, out_depth = render.reproject_maps(points, valid, new_from_input, kk, (h, w),
                                                              step=step)
             out_alpha = render.sample(alpha, mx, my) * cover

@@ -84,29 +84,32 @@ def _hemisphere_normals(n: int = 400) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- key lights
 
 def _key_light_dirs(light, points: np.ndarray, head_centre: np.ndarray, rot: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Per-point unit direction to the light (N, 3) cam space, irradiance colour (N, 3) or (3,), and the
-    light position in cam space (None for directional)."""
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | float, np.ndarray | None]:
+    """One key light at surface points (N, 3) cam space -> (unit direction to the light: (3,) for a
+    directional light, (N, 3) for a point light; colour x strength (3,); falloff: 1.0, or (N,) the
+    inverse-square power / (4 pi d^2) of a point light; the light position in cam space, None for a
+    directional light). The irradiance a point receives facing the light is colour x falloff."""
     colour = np.asarray(getattr(light, "color", (1.0, 1.0, 1.0)), dtype=np.float32)[:3]
     if hasattr(light, "direction") and not hasattr(light, "position"):
         d_dpr = rot @ np.asarray(light.direction, dtype=np.float64)
         d = CAM_TO_DPR.T @ d_dpr
         d = (d / max(np.linalg.norm(d), 1e-9)).astype(np.float32)
-        e = colour * float(getattr(light, "strength", 1.0))
-        return np.broadcast_to(d, points.shape), e, None
+        return d, colour * np.float32(getattr(light, "strength", 1.0)), 1.0, None
     pos_dpr = rot @ np.asarray(light.position, dtype=np.float64)
     pos = (CAM_TO_DPR.T @ pos_dpr + head_centre).astype(np.float32)
     v = pos[None, :] - points
-    d2 = np.maximum((v * v).sum(axis=1, keepdims=True), 1e-6)
-    v = v / np.sqrt(d2)
-    power = float(getattr(light, "power", 1.0))
-    e = colour[None, :] * (power / (4 * np.pi) / d2)
-    return v.astype(np.float32), e.astype(np.float32), pos
+    d2 = np.maximum(_rowdot(v, v), np.float32(1e-6))
+    v *= (np.float32(1.0) / np.sqrt(d2))[:, None]
+    falloff = np.float32(float(getattr(light, "power", 1.0)) / (4 * np.pi)) / d2
+    return v, colour, falloff.astype(np.float32), pos
 
 
 def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
                       res: int = 160, bias: float = 0.006, cos_theta: np.ndarray | None = None) -> np.ndarray:
     """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) for one light, from a shadow map.
+
+    to_light: unit directions to the light, (N, 3) or (1, 3) (only the first row is read for a
+    directional light).
 
     The visible surface (a 2.5D height field, the only one known) is splatted into the light's view
     (orthographic for a directional light, perspective for a point light); a point is lit when nothing
@@ -153,16 +156,17 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
             break
         grown = cv2.erode(np.where(empty, 1e9, zmap).astype(np.float32), np.ones((3, 3), np.uint8))
         zmap = np.where(empty & (grown < 1e9), grown, zmap)
-    tol = np.full(len(points), bias, np.float32)
+    tol = np.full(len(dist), bias, np.float32)
     if cos_theta is not None:
         c = np.clip(cos_theta, 0.1, 1.0)
         tol += (3.0 * span / res * cell_units) * np.sqrt(1.0 - c * c) / c
-    vis = np.zeros(len(points), dtype=np.float32)
-    padded = np.pad(zmap, 1, mode="edge")
+    vis = np.zeros(len(dist), dtype=np.float32)
+    padded = np.pad(zmap, 1, mode="edge").reshape(-1)
     lim = dist - tol
+    corner = iv * (res + 2) + iu  # the 3x3 block's top-left cell in the padded map, flat
     for dy in (0, 1, 2):
         for dx in (0, 1, 2):
-            vis += lim <= padded[iv + dy, iu + dx]
+            vis += lim <= np.take(padded, corner + (dy * (res + 2) + dx))
     return vis / 9.0
 
 
@@ -174,6 +178,15 @@ def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _inverse_norm(v: np.ndarray) -> np.ndarray:
     """1 / max(|row|, 1e-6) of an (N, 3) array -> (N,) float32."""
     return (1.0 / np.maximum(np.sqrt(_rowdot(v, v)), 1e-6)).astype(np.float32)
+
+
+def _rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The rows at flat pixel indices idx (N,) of an (h, w, C) map -> (N, C) float32; the map may be a
+    strided view (every 2nd pixel of a larger one), which is gathered in 2-D instead of copied first."""
+    if a.flags.c_contiguous:
+        return np.take(a.reshape(-1, a.shape[-1]), idx, axis=0).astype(np.float32, copy=False)
+    ys, xs = np.divmod(idx, a.shape[1])
+    return np.asarray(a[ys, xs], np.float32)
 
 
 def _smooth_on_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int], sigma: float = 1.5
@@ -195,55 +208,64 @@ def _smooth_on_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
 
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
-                    shininess: float = 40.0, shadows: bool = True, step: int = 2
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    shininess: float = 40.0, shadows: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Shadow correction of the diffuse shading and the specular irradiance of explicit key lights.
 
-    normals, points: (H, W, 3) cam space; mask: (H, W) bool (pixels to evaluate); view_pos: (3,) the
-    (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (H, W, 3): add
-    shadow_delta (<= 0, SHADOW_STRENGTH x the key lights' blocked Lambertian irradiance) to the SH
-    shading, and add specular x a specular albedo to the relit radiance. Specular: normalised
-    Blinn-Phong. Evaluated on every `step`-th pixel and upsampled (both terms are smooth: normals are
-    interpolated, shadows soft).
+    normals, points: (h, w, 3) cam space; mask: (h, w) bool (pixels to evaluate); view_pos: (3,) the
+    (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (h, w, 3), 0
+    outside the mask: add shadow_delta (<= 0, SHADOW_STRENGTH x the key lights' blocked Lambertian
+    irradiance) to the SH shading, and add specular x a specular albedo to the relit radiance. Specular:
+    normalised Blinn-Phong. Both terms are smooth (normals are interpolated, shadows soft): the pipeline
+    evaluates them on the grid it shades on (every 2nd pixel of a large frame) and upsamples them with
+    the shading.
     """
     h, w = mask.shape
-    if not key_lights or not mask.any():
-        z = np.zeros((h, w, 3), dtype=np.float32)
-        return z, z.copy()
-    ms = mask[::step, ::step]
-    hs, ws = ms.shape
-    idx = np.flatnonzero(ms.reshape(-1))
-    ys, xs = np.divmod(idx, ws)
-    full = ys * (step * w) + xs * step  # the same pixels in the full-resolution maps
-    n = np.asarray(normals, np.float32).reshape(-1, 3)[full]
-    p = np.asarray(points, np.float32).reshape(-1, 3)[full]
-    vdir = view_pos[None, :].astype(np.float32) - p
-    vdir *= _inverse_norm(vdir)[:, None]
+    delta = np.zeros((h * w, 3), np.float32)
+    spec = np.zeros((h * w, 3), np.float32)
+    idx = np.flatnonzero(mask.reshape(-1))
+    if key_lights and idx.size:
+        n = _rows(normals, idx)
+        p = _rows(points, idx)
+        delta[idx], spec[idx] = _key_light_sums(n, p, idx, (h, w), key_lights, rot, head_centre, view_pos,
+                                                shininess, shadows)
+    return delta.reshape(h, w, 3), spec.reshape(h, w, 3)
+
+
+def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[int, int], key_lights: list,
+                    rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray, shininess: float,
+                    shadows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`key_light_terms` at the masked pixels: normals n and points p (N, 3) at flat indices idx (N,) of a
+    `shape` grid -> (shadow delta (N, 3), specular (N, 3)) summed over the lights. Per light everything
+    is a scalar field until its colour multiplies in at the end."""
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
-    norm = (shininess + 8.0) / (8.0 * np.pi)
+    norm = np.float32((shininess + 8.0) / (8.0 * np.pi))
+    vdir = view_pos[None, :].astype(np.float32) - p
+    vdir *= _inverse_norm(vdir)[:, None]
     for light in key_lights:
-        ldir, e, lpos = _key_light_dirs(light, p, head_centre, rot)
-        ndl = np.maximum(_rowdot(n, ldir), 0.0)
+        ldir, colour, falloff, lpos = _key_light_dirs(light, p, head_centre, rot)
+        ndl = n @ ldir if ldir.ndim == 1 else _rowdot(n, ldir)
+        np.maximum(ndl, np.float32(0.0), out=ndl)
         if not (ndl > 0).any():
             continue
+        e_n = ndl * falloff  # the light's Lambertian irradiance / colour
         vis = np.ones(idx.size, np.float32)
         if shadows:
-            vis = _smooth_on_grid(shadow_visibility(p, ldir, lpos, cos_theta=ndl), idx, (hs, ws))
-        e_n = (np.broadcast_to(e, (idx.size, 3)) * ndl[:, None]).astype(np.float32)
-        d_acc -= e_n * (SHADOW_STRENGTH * (1.0 - vis))[:, None]
-        half = ldir + vdir
-        ndh = np.maximum(_rowdot(n, half) * _inverse_norm(half), 0.0)
-        s_acc += e_n * (vis * norm * ndh ** shininess)[:, None]
-    small_d = np.zeros((hs * ws, 3), np.float32)
-    small_s = np.zeros((hs * ws, 3), np.float32)
-    small_d[idx] = d_acc
-    small_s[idx] = s_acc
-    if step == 1:
-        return small_d.reshape(h, w, 3), small_s.reshape(h, w, 3)
-    delta = cv2.resize(small_d.reshape(hs, ws, 3), (w, h), interpolation=cv2.INTER_LINEAR)
-    spec = cv2.resize(small_s.reshape(hs, ws, 3), (w, h), interpolation=cv2.INTER_LINEAR)
-    return delta, spec
+            to_light = ldir[None, :] if ldir.ndim == 1 else ldir
+            vis = _smooth_on_grid(shadow_visibility(p, to_light, lpos, cos_theta=ndl), idx, shape)
+        half = vdir + ldir
+        ndh = _rowdot(n, half)
+        ndh *= _inverse_norm(half)
+        np.maximum(ndh, np.float32(0.0), out=ndh)
+        blocked = (np.float32(1.0) - vis) * e_n
+        blocked *= np.float32(-SHADOW_STRENGTH)
+        d_acc += blocked[:, None] * colour[None, :]
+        ndh **= np.float32(shininess)
+        ndh *= vis
+        ndh *= e_n
+        ndh *= norm
+        s_acc += ndh[:, None] * colour[None, :]
+    return d_acc, s_acc
 
 
 def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, full: float = 0.8) -> np.ndarray:
@@ -253,7 +275,8 @@ def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, ful
     The face mesh also covers hair that falls over the forehead or cheeks; specular there drew a bright
     band across the bangs. Skin pixels whose albedo luminance is below `dark` x the median skin albedo are
     taken for hair (no specular), above `full` x for skin, with a smooth ramp between; the mask is then
-    feathered by about a pixel so that its edge draws no line.
+    feathered by about a pixel (of the grid it is given: the pipeline's shading grid) so that its edge
+    draws no line.
     """
     skin = labels == SKIN
     lum = cv2.transform(np.ascontiguousarray(albedo, dtype=np.float32), LUMA.reshape(1, 3))
