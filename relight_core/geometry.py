@@ -33,7 +33,9 @@ Labels: 0 background, 1 skin, 2 eyes, 3 brows, 4 lips (the mouth opening is labe
 not skin), 5 rest of the head and body. Eyes, brows and lips are polygons of MediaPipe's
 `face_mesh_connections` landmark sets.
 
-All maps are (H, W) at the requested size; points are cam space (OpenGL, z < 0) in head units.
+All maps are (H, W) at the requested size, except that the normals may be asked for on every 2nd pixel
+only (the pipeline shades on that grid: the dome is then never resized up, nor the face's normals
+interpolated at the other pixels); points are cam space (OpenGL, z < 0) in head units.
 """
 
 from __future__ import annotations
@@ -62,20 +64,39 @@ class Geometry:
     """Per-frame geometry maps at (H, W).
 
     points (H, W, 3) float32 cam-space positions, head units (z < 0; outside the person: on the dome's
-    base plane); depth (H, W) float32 = -z, 0 outside the person; normals (H, W, 3) float32 unit cam
-    space ((0, 0, 1) outside the person, blended over its 1-2 px edge); face_mask (H, W) float32 0..1;
-    alpha (H, W) float32 person matte 0..1; labels (H, W) uint8 (module docstring); K (3, 3);
-    vertices (478, 3) cam-space landmarks.
+    base plane); depth (H, W) float32 = -z, 0 outside the person; grid_normals float32 unit cam-space
+    normals on every `step`-th pixel (rows and columns 0, step, 2 step, ...: (ceil(H / step),
+    ceil(W / step), 3); step 1: every pixel) ((0, 0, 1) outside the person, blended over its 1-2 px
+    edge); face_mask (H, W) float32 0..1; alpha (H, W) float32 person matte 0..1; labels (H, W) uint8
+    (module docstring); K (3, 3); vertices (478, 3) cam-space landmarks. `normals` gives them at (H, W).
     """
 
     points: np.ndarray
     depth: np.ndarray
-    normals: np.ndarray
+    grid_normals: np.ndarray
     face_mask: np.ndarray
     alpha: np.ndarray
     labels: np.ndarray
     K: np.ndarray
     vertices: np.ndarray
+    step: int = 1
+
+    @functools.cached_property
+    def normals(self) -> np.ndarray:
+        """Normals (H, W, 3) float32: grid_normals at step 1, else upsampled (bilinear) and renormalised
+        on first use (the pipeline shades on the grid and needs these only for a normal pass)."""
+        import cv2
+
+        if self.step == 1:
+            return self.grid_normals
+        h, w = self.depth.shape
+        return unit_map(cv2.resize(self.grid_normals, (w, h), interpolation=cv2.INTER_LINEAR))
+
+    def normals_every(self, step: int) -> np.ndarray:
+        """Normals on every `step`-th pixel, contiguous (ceil(H / step), ceil(W / step), 3) float32."""
+        if step == self.step:
+            return self.grid_normals
+        return np.ascontiguousarray(self.normals[::step, ::step])
 
 
 # --------------------------------------------------------------------------------------------- topology
@@ -499,14 +520,36 @@ def interpolate(ids: np.ndarray, bary: np.ndarray, tris: np.ndarray, values: np.
 @dataclass
 class MeshRaster:
     """A rasterised mesh, stored sparsely: covered pixels (ys, xs) (N,) and their flat index
-    idx = ys * W + xs, their depth (N,) = -z and unit normals (N, 3), plus the coverage map (H, W) bool."""
+    idx = ys * W + xs, their depth (N,) = -z, plus the coverage map (H, W) bool; their unit normals
+    (N, 3) (`normals`, or `normals_at` for some of them) are interpolated from the vertex normals on
+    demand, from each pixel's triangle corners (corners (3, N) vertex ids) and barycentric weights
+    (lam (3, N))."""
 
     cover: np.ndarray
     ys: np.ndarray
     xs: np.ndarray
     depth: np.ndarray
-    normals: np.ndarray
     idx: np.ndarray
+    corners: np.ndarray
+    lam: np.ndarray
+    vertex_normals: np.ndarray
+
+    @functools.cached_property
+    def normals(self) -> np.ndarray:
+        """Unit normals (N, 3) float32 of all covered pixels, cam space."""
+        return self.normals_at(None)
+
+    def normals_at(self, sel: np.ndarray | None) -> np.ndarray:
+        """Unit normals (M, 3) float32 of the covered pixels `sel` indexes (M,) (None: all N)."""
+        corners = self.corners if sel is None else self.corners[:, sel]
+        lam = self.lam if sel is None else self.lam[:, sel]
+        out = np.zeros((3, corners.shape[1]), np.float32)
+        for corner in range(3):
+            for c in range(3):
+                out[c] += np.take(self.vertex_normals[c], corners[corner]) * lam[corner]
+        inv = _inverse_length(out[0], out[1], out[2], 1e-6)
+        out *= inv
+        return np.ascontiguousarray(out.T)
 
     def dense(self) -> tuple[np.ndarray, np.ndarray]:
         """(depth (H, W) float32, 0 outside; normals (H, W, 3) float32, (0, 0, 1) outside)."""
@@ -539,22 +582,16 @@ def render_mesh(vertices: np.ndarray, tris: np.ndarray, k: np.ndarray, height: i
     fn = np.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]])
     back = np.einsum("ij,ij->i", fn, -v[tris].mean(axis=1)) <= 0.0
     ids, idx, tid, lam = _raster_core(px, -v[:, 2], tris, height, width, cull=back)
-    # channel-first per-vertex values (nx, ny, nz, depth) (4, V); out (4, N) = sum_k vals[:, tv_k] lam_k
     vn = vertex_normals(v, tris) if normals is None else np.asarray(normals, dtype=np.float64)
-    vals = np.concatenate([vn, -v[:, 2:3]], axis=1).astype(np.float32).T.copy()
     tris_t = np.ascontiguousarray(np.asarray(tris, dtype=np.int32).T)
-    out = np.zeros((4, len(idx)), np.float32)
+    corners = np.stack([np.take(tris_t[c], tid) for c in range(3)])
+    vdepth = (-v[:, 2]).astype(np.float32)
+    depth = np.zeros(len(idx), np.float32)
     for corner in range(3):
-        tv = np.take(tris_t[corner], tid)
-        for c in range(4):
-            out[c] += np.take(vals[c], tv) * lam[corner]
-    nx, ny, nz = out[0], out[1], out[2]
-    inv = _inverse_length(nx, ny, nz, 1e-6)
-    n = np.empty((len(idx), 3), np.float32)
-    for c in range(3):
-        np.multiply(out[c], inv, out=n[:, c])
+        depth += np.take(vdepth, corners[corner]) * lam[corner]
     ys, xs = np.divmod(idx, width)
-    return MeshRaster(ids >= 0, ys, xs, out[3].copy(), n, idx)
+    return MeshRaster(ids >= 0, ys, xs, depth, idx, corners, np.asarray(lam, np.float32),
+                      np.ascontiguousarray(vn.T, dtype=np.float32))
 
 
 # --------------------------------------------------------------------------------------------- person
@@ -676,8 +713,9 @@ def _spread_from_ring(ry: np.ndarray, rx: np.ndarray, values: list[np.ndarray], 
 
 def _rest_surface(person: np.ndarray, cover: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray,
                   ring_depth: np.ndarray, ring_normals: np.ndarray, k: np.ndarray, px_per_unit: float,
-                  seam_px: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The matte dome at (H, W) -> (depth (H, W) float32, normals (H, W, 3) float32, base depth).
+                  seam_px: float, step: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+    """The matte dome at (H, W) -> (depth (H, W) float32, normals on every `step`-th pixel
+    (ceil(H / step), ceil(W / step), 3) float32, base depth).
 
     person, cover (H, W) bool: the person and the face mesh's coverage; ring_*: pixels on the face
     boundary (N,), the face depth (N,) and unit normals (N, 3) there. The dome's base plane is set so that
@@ -685,7 +723,8 @@ def _rest_surface(person: np.ndarray, cover: np.ndarray, ring_ys: np.ndarray, ri
     spread outward and fades over ~JOIN_WIDTH (C1). The dome's normals turn halfway into the face's
     boundary normals (spread the same way) at the ring and back over seam_px px outside it, with zero
     slope at the ring: `build_geometry` turns the other half inside the face, so the join is C1. Computed
-    at half resolution when the frame is large (the dome is smooth) and resized back.
+    at half resolution when the frame is large (the dome is smooth) and resized back (the normals only
+    when `step` asks for a finer grid).
     """
     import cv2
 
@@ -712,11 +751,13 @@ def _rest_surface(person: np.ndarray, cover: np.ndarray, ring_ys: np.ndarray, ri
     n_small = cv2.merge(_normal_channels(cv2.GaussianBlur(d_small, (0, 0), sigma), k_small, small))
     if len(ring_ys):
         _join_face_normals(n_small, small, cover, ry, rx, ring_normals, f, seam_px / f)
+    depth = d_small if f == 1 else cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
+    grid = (-(-h // step), -(-w // step))
+    if f == step and n_small.shape[:2] == grid:
+        return depth, n_small, base
     if f == 1:
-        return d_small, n_small, base
-    depth = cv2.resize(d_small, (w, h), interpolation=cv2.INTER_LINEAR)
-    normals = unit_map(cv2.resize(n_small, (w, h), interpolation=cv2.INTER_LINEAR))
-    return depth, normals, base
+        return depth, np.ascontiguousarray(n_small[::step, ::step]), base
+    return depth, unit_map(cv2.resize(n_small, grid[::-1], interpolation=cv2.INTER_LINEAR)), base
 
 
 def _join_face_normals(n_small: np.ndarray, small: np.ndarray, cover: np.ndarray, ry: np.ndarray,
@@ -774,8 +815,9 @@ def _join_face_normals(n_small: np.ndarray, small: np.ndarray, cover: np.ndarray
     n_small.reshape(-1, 3)[flat] = n
 
 
-def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
-    """Geometry of analysis frame i at (height, width): see `Geometry` and the module docstring."""
+def build_geometry(analysis, i: int, height: int, width: int, step: int = 1) -> Geometry:
+    """Geometry of analysis frame i at (height, width), its normals on every `step`-th pixel: see
+    `Geometry` and the module docstring."""
     import cv2
 
     k = analysis.K_at(height, width)
@@ -796,23 +838,14 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     inner = np.take(cv2.distanceTransform(cover.astype(np.uint8), cv2.DIST_L2, 3), idx)
     ring = inner <= 1.0
     depth, normals, base = _rest_surface(person, cover, face.ys[ring], face.xs[ring], face.depth[ring],
-                                         face.normals[ring], k, px_per_unit, seam_px)
+                                         face.normals_at(np.flatnonzero(ring)), k, px_per_unit, seam_px, step)
     # the face: mesh depth and normals, blended into the rest's over a feathered seam inside its edge
-    d_flat, n_flat = depth.reshape(-1), normals.reshape(-1, 3)
+    d_flat = depth.reshape(-1)
     seam = np.flatnonzero(inner < seam_px)
     d_new = face.depth.copy()
-    n_new = face.normals.copy()
-    si = idx[seam]
-    ws = _smoothstep(inner[seam] / np.float32(seam_px))
-    d_new[seam] = ws * d_new[seam] + (1.0 - ws) * np.take(d_flat, si)
-    # normals of the seam pixels blended channel by channel (contiguous 1-D passes), then renormalised
-    nb = [ws * np.take(face.normals[:, c], seam) + (1.0 - ws) * np.take(n_flat[:, c], si) for c in range(3)]
-    inv = nb[0] * nb[0] + nb[1] * nb[1] + nb[2] * nb[2]
-    inv = np.float32(1.0) / np.maximum(np.sqrt(inv), np.float32(1e-6))
-    for c in range(3):
-        n_new[seam, c] = nb[c] * inv
+    d_new[seam] = _blend_seam(inner[seam], seam_px, d_new[seam], np.take(d_flat, idx[seam]))
     d_flat[idx] = d_new
-    n_flat[idx] = n_new
+    _put_face_normals(face, normals, inner, seam_px, step)
     outside = ~person
 
     plane = np.where(outside, np.float32(base), depth)
@@ -823,5 +856,36 @@ def build_geometry(analysis, i: int, height: int, width: int) -> Geometry:
     cover_f = cover.astype(np.float32)
     face_mask = cv2.GaussianBlur(cover_f, (0, 0), 0.7) * cover_f
     labels = label_map(lm, cover, person)
-    return Geometry(points=pts, depth=depth, normals=normals, face_mask=face_mask, alpha=alpha,
-                    labels=labels, K=k, vertices=verts.astype(np.float32))
+    return Geometry(points=pts, depth=depth, grid_normals=normals, face_mask=face_mask, alpha=alpha,
+                    labels=labels, K=k, vertices=verts.astype(np.float32), step=step)
+
+
+def _blend_seam(inner: np.ndarray, seam_px: float, face: np.ndarray, rest: np.ndarray) -> np.ndarray:
+    """Face values (N,) or (N, C) at pixels inner (N,) px inside the face's edge blended into the rest's
+    with the C1 seam weight (the face's own from seam_px inward)."""
+    ws = _smoothstep(inner / np.float32(seam_px))
+    if face.ndim == 2:
+        ws = ws[:, None]
+    return ws * face + (np.float32(1.0) - ws) * rest
+
+
+def _put_face_normals(face: MeshRaster, grid: np.ndarray, inner: np.ndarray, seam_px: float, step: int
+                      ) -> None:
+    """Write the face mesh's normals into the rest's normals `grid` (every `step`-th pixel, (h', w', 3)),
+    in place: the mesh's own beyond the seam, blended into the rest's (renormalised) within seam_px of the
+    face's edge. inner (N,): px from the edge of each of the face's raster pixels."""
+    gw = grid.shape[1]
+    flat = grid.reshape(-1, 3)
+    if step == 1:
+        on, cells = None, face.idx
+    else:
+        on = np.flatnonzero(((face.ys | face.xs) & (step - 1)) == 0 if step & (step - 1) == 0 else
+                            (face.ys % step == 0) & (face.xs % step == 0))
+        cells = (face.ys[on] // step) * gw + face.xs[on] // step
+    n = face.normals_at(on)
+    d = inner if on is None else inner[on]
+    seam = np.flatnonzero(d < seam_px)
+    b = _blend_seam(d[seam], seam_px, np.take(n, seam, axis=0), np.take(flat, cells[seam], axis=0))
+    b *= (np.float32(1.0) / np.maximum(np.sqrt(np.einsum("ij,ij->i", b, b)), np.float32(1e-6)))[:, None]
+    n[seam] = b
+    flat[cells] = n

@@ -616,20 +616,19 @@ class FrameRenderer:
         h, w = img.shape[:2]
         info: dict[str, Any] = {"warnings": []}
         t = time.perf_counter()
+        # diffuse shading is smooth (interpolated mesh normals): evaluated at half resolution, upsampled
+        step = 2 if max(h, w) >= SHADING_STEP_FROM else 1
         key = (a_index, h, w, id(img))
         if self._geo_cache is not None and self._geo_cache[0] == key:  # a still image rendered again
             geo = self._geo_cache[1]
         else:
-            geo = geometry.build_geometry(self.analysis, a_index, h, w)
+            geo = geometry.build_geometry(self.analysis, a_index, h, w, step)
             self._geo_cache = (key, geo)
-        normals = np.ascontiguousarray(geo.normals, dtype=np.float32)
+        half = geo.normals_every(step)
         alpha = np.ascontiguousarray(geo.alpha, dtype=np.float32)
         t2 = time.perf_counter()
         timings["geometry"] += t2 - t
-        est = intrinsic.estimate_input_light(img, normals, geo.labels, frame="cam")
-        # diffuse shading is smooth (interpolated mesh normals): evaluated at half resolution, upsampled
-        step = 2 if max(h, w) >= SHADING_STEP_FROM else 1
-        half = np.ascontiguousarray(normals[::step, ::step])
+        est = intrinsic.estimate_input_light(img, half, geo.labels, frame="cam", step=step)
         hh, hw = half.shape[:2]
         if self._feat is None or self._feat.shape[0] != hh * hw:
             self._feat = np.empty((hh * hw, 9), np.float32)
@@ -672,7 +671,7 @@ class FrameRenderer:
         timings["temporal"] += t6 - t5
         if not render_out:
             return None, info
-        layers = self._render(view, img, geo, normals, alpha, albedo, shading, spec, step, info)
+        layers = self._render(view, img, geo, alpha, albedo, shading, spec, step, info)
         timings["render"] += time.perf_counter() - t6
         return layers, info
 
@@ -705,9 +704,8 @@ class FrameRenderer:
         rot = render.light_rotation(cam_from_head, self.job.light_space)
         return render.sh_in_camera(sh, rot)
 
-    def _render(self, view: tuple | None, img: np.ndarray, geo, normals: np.ndarray, alpha: np.ndarray,
-                albedo: np.ndarray, shading: np.ndarray, spec: np.ndarray | None, step: int, info: dict
-                ) -> dict[str, np.ndarray]:
+    def _render(self, view: tuple | None, img: np.ndarray, geo, alpha: np.ndarray, albedo: np.ndarray,
+                shading: np.ndarray, spec: np.ndarray | None, step: int, info: dict) -> dict[str, np.ndarray]:
         """Relight (albedo x shading, plus the key lights' specular (h, w, 3) on the `step` grid where
         given), change the view, composite -> the frame's layers."""
         from relight_core import render
@@ -728,7 +726,8 @@ class FrameRenderer:
         if view is None:
             bg = None if job.background == "transparent" else img
             rgba = render.composite(relit, alpha, bg)
-            out_alpha, out_normals, out_depth = alpha, normals, depth
+            out_alpha, out_depth = alpha, depth
+            out_normals = geo.normals if "normal" in want else None
             out_albedo, out_shading = albedo, shading
         else:
             new_from_input, kk, _ = view
@@ -743,7 +742,7 @@ class FrameRenderer:
             out_normals = None
             if "normal" in want:
                 rn = new_from_input[:3, :3].astype(np.float32)
-                out_normals = render.sample(normals, mx, my) @ rn.T
+                out_normals = render.sample(geo.normals, mx, my) @ rn.T
                 out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
             bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
             rgba = render.composite(out_rgb, out_alpha, bg)

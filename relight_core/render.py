@@ -21,7 +21,7 @@ import numpy as np
 
 from relight_core import sh as shlib
 from relight_core.geometry import LIPS, SKIN
-from relight_core.intrinsic import LUMA
+from relight_core.intrinsic import luminance
 
 # camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
 CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
@@ -279,7 +279,7 @@ def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, ful
     draws no line.
     """
     skin = labels == SKIN
-    lum = cv2.transform(np.ascontiguousarray(albedo, dtype=np.float32), LUMA.reshape(1, 3))
+    lum = luminance(albedo)
     sub = lum[::4, ::4][skin[::4, ::4]]
     ref = float(np.median(sub)) if sub.size else 1.0
     t = np.clip((lum * np.float32(1.0 / max(ref, 1e-6)) - np.float32(dark)) * np.float32(1.0 / (full - dark)),

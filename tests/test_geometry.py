@@ -225,6 +225,24 @@ def astro_geo(astronaut: np.ndarray):
     return a, geometry.build_geometry(a, 0, 512, 512)
 
 
+def test_grid_normals_are_the_full_resolution_ones_subsampled(astro_geo) -> None:
+    """The pipeline asks for normals on every 2nd pixel only: the face's are the mesh's own there, the rest's
+    come from the dome's half-resolution grid directly (not resized up and sampled back down)."""
+    a, full = astro_geo
+    g = geometry.build_geometry(a, 0, 512, 512, step=2)
+    assert g.grid_normals.shape == (256, 256, 3) and g.step == 2
+    assert np.array_equal(g.depth, full.depth) and np.array_equal(g.points, full.points)
+    ref = full.normals[::2, ::2]
+    face = full.face_mask[::2, ::2] > 0.99
+    person = full.alpha[::2, ::2] > 0.5
+    err = _angle_deg(g.grid_normals, ref)
+    assert np.median(err[face]) < 0.01  # the mesh's interpolated normals, bit for bit away from the seam
+    assert np.median(err[person]) < 0.5 and np.percentile(err[person], 95) < 3.0
+    assert g.normals.shape == (512, 512, 3)  # upsampled on demand (a normal pass)
+    assert np.allclose(np.linalg.norm(g.normals, axis=-1), 1.0, atol=1e-4)
+    assert np.array_equal(g.normals_every(2), g.grid_normals)
+
+
 def test_geometry_maps_on_the_astronaut(astro_geo) -> None:
     a, g = astro_geo
     assert g.points.shape == (512, 512, 3) and g.normals.shape == (512, 512, 3)

@@ -64,7 +64,7 @@ def _with(geo, depth: np.ndarray, normals: np.ndarray, person: np.ndarray, rays:
     t = depth / np.maximum(-rays[..., 2], 1e-6)
     pts[person] = (rays * t[..., None])[person]
     return dataclasses.replace(geo, depth=np.where(person, depth, 0.0).astype(np.float32),
-                               normals=normals.astype(np.float32), points=pts.astype(np.float32))
+                               grid_normals=normals.astype(np.float32), step=1, points=pts.astype(np.float32))
 
 
 def sphere_face(geo):
@@ -122,8 +122,8 @@ def geometry_variant(kind: str | None) -> Iterator[None]:
     transform = TRANSFORMS[kind]
     original = geometry.build_geometry
 
-    def wrapped(analysis, i, height, width):
-        return transform(original(analysis, i, height, width))
+    def wrapped(analysis, i, height, width, step=1):
+        return transform(original(analysis, i, height, width, step))
 
     geometry.build_geometry = wrapped
     try:
