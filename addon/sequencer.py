@@ -91,8 +91,14 @@ def strip_source(strip) -> StripSource:
     Source frame of timeline frame f = f - frame_start + animation_offset_start; the strip shows
     frame_final_duration frames from frame_final_start. Image strips map their element files to indices
     of the folder listing (natural sort, as the engine reads folders). Raises ValueError with one
-    sentence when the strip cannot be sent.
+    sentence when the strip cannot be sent, e.g. when it is retimed: Blender's Python API gives the
+    retiming keys' timeline frames but not the media frames they hold, so the relit frames could not be
+    put in step with what the sequencer shows.
     """
+    if len(getattr(strip, "retiming_keys", ())):
+        raise ValueError(f"Strip '{strip.name}' is retimed (retiming keys, or a movie made to play at the "
+                         "scene's frame rate); reset its retiming (Reset Retiming) or render it to a movie "
+                         "first, so that relit frames match the strip frame for frame.")
     start = int(strip.frame_final_start)
     length = int(strip.frame_final_duration)
     first = int(strip.frame_offset_start) + int(getattr(strip, "animation_offset_start", 0))

@@ -375,6 +375,27 @@ def test_strip_source_offsets_and_free_channel(scene, tmp_path):
     assert again.channel == 3 and len([s for s in sequencer.strips_of(scene) if s.name == "clip relit"]) == 1
 
 
+def test_retimed_strip_is_refused_with_one_sentence(scene, tmp_path):
+    """A retimed strip shows media frames at other timeline frames than the API can tell; it is refused.
+    bpy 5.0.1 crashes adding retiming keys without an editor, so the keys are put on a proxy of a real
+    strip; a strip without keys (the normal case) is checked on the real one."""
+    from portrait_relight import sequencer
+
+    files = write_png_frames(tmp_path / "seq", [np.full((8, 8, 3), i * 20, np.uint8) for i in range(4)])
+    strip = add_image_strip(scene, files, channel=2, start=1)
+    assert len(strip.retiming_keys) == 0 and sequencer.strip_source(strip).frames == (0, 4)
+
+    class Retimed:
+        retiming_keys = (object(), object())
+
+        def __getattr__(self, name):
+            return getattr(strip, name)
+
+    with pytest.raises(ValueError, match="is retimed") as err:
+        sequencer.strip_source(Retimed())
+    assert str(err.value).count(". ") == 0 and str(err.value).startswith(f"Strip '{strip.name}'")
+
+
 @pytest.mark.parametrize("mapping_z_deg, expected", [(0.0, (0.0, -1.0, 0.0)), (90.0, (-1.0, 0.0, 0.0))])
 def test_environment_texture_orientation(scene, tmp_path, mapping_z_deg, expected):
     """A World Environment Texture with one bright patch at Blender world +X (image centre), anchor turned
