@@ -649,12 +649,16 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | None)
     background None: transparent output, straight alpha (rgb kept where alpha > 0).
     """
     alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+    rgb = np.ascontiguousarray(rgb, dtype=np.float32)
     if background is None:
-        r, g, b = cv2.split(np.ascontiguousarray(rgb, dtype=np.float32))
-        return cv2.merge((r, g, b, alpha))
-    mixed = background + cv2.merge((alpha, alpha, alpha)) * (rgb - background)
-    r, g, b = cv2.split(mixed.astype(np.float32))
-    return cv2.merge((r, g, b, np.ones_like(alpha)))
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2RGBA)
+        out[..., 3] = alpha
+        return out
+    bg = np.ascontiguousarray(background, dtype=np.float32)
+    mixed = cv2.subtract(rgb, bg)
+    cv2.multiply(mixed, cv2.merge((alpha, alpha, alpha)), dst=mixed)
+    cv2.add(mixed, bg, dst=mixed)
+    return cv2.cvtColor(mixed, cv2.COLOR_RGB2RGBA)  # float alpha 1.0
 
 
 def encode_normals(normals: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
