@@ -367,7 +367,9 @@ def _normal_steps(n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_seam_is_smooth_across_the_face_outline(yaw: float, pitch: float) -> None:
     """The face meets a matte dome (a disc 1.7 x the face's size behind it): across the face outline the
     normals turn without a step or crease (the old linear blend into the plain dome normals left one:
-    Laplacian p95 ~0.087, steps up to 14-18 degrees). Depth: `test_seam_joins_face_and_rest`."""
+    Laplacian p95 ~0.087, steps up to 14-18 degrees). The face mesh's own creases are not the seam's and
+    are left out: turned 25 degrees, the far side of the nose folds against the cheek within the band
+    (a 45 degree step on the mesh alone). Depth: `test_seam_joins_face_and_rest`."""
     import cv2
 
     a, cfh, pts = _synthetic_analysis(yaw, pitch)
@@ -381,7 +383,12 @@ def test_seam_is_smooth_across_the_face_outline(yaw: float, pitch: float) -> Non
     face = (g.face_mask > 0).astype(np.uint8)
     signed = cv2_inner_distance(face) - cv2_inner_distance(1 - face)
     person = cv2.erode((g.alpha > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0  # not its edge
-    band = (np.abs(signed) <= seam_px + 1.0) & person
+    tris, vn = geometry.face_surface(pts)
+    ras = geometry.render_mesh(pts, tris, a.K, a.height, a.width, normals=vn)
+    mesh_step, _ = _normal_steps(ras.dense()[1])
+    interior = cv2.erode(ras.cover.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # not the outline
+    fold = cv2.dilate(((mesh_step > 20.0) & interior).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    band = (np.abs(signed) <= seam_px + 1.0) & person & ~fold
     step, lap = _normal_steps(g.normals)
     assert np.percentile(lap[band], 95) < 0.065 and lap[band].max() < 0.3
     assert step[band].max() < 10.0

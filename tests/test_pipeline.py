@@ -192,14 +192,12 @@ def test_novel_view_yaw_is_retracked(tmp_path, fixtures_dir):
 
 @pytest.mark.parametrize("clip", ["astronaut", "lp_d18.mp4"])
 def test_novel_view_yaw_and_pitch(tmp_path, request, clip):
-    """yaw 20 / pitch 10. The re-tracked pose error (MediaPipe, median, 512 px) is lp_d0 1.2, lp_d18 1.9,
-    pr_trudeau 3.05, lp_d9 3.06, vr_4 4.3, astronaut 4.6 degrees. The re-projected mesh itself is exact
-    (PnP on its ideal projections: 0.03 degrees); MediaPipe's landmarks on the rendered face sit 1-3 px
-    off them (most on the face contour) and it reads the turn short (astronaut: 19.3 of 22.3 degrees). An
-    independent tracker on the same frames (dlib's 68 points, PnP against the clip's face shape) measures
-    2.2 / 2.8 / 3.0 degrees on lp_d9 / vr_4 / astronaut: the two disagree by 1-2 degrees with each other,
-    the floor of this measurement on small or turned faces. The bound here is 6 degrees; the figures are
-    printed."""
+    """yaw 20 / pitch 10. The re-tracked pose error (MediaPipe, median, 512 px) is lp_d0 1.3, trudeau 2.1,
+    lp_d18 2.3, lp_d9 2.7, vr_4 3.0 and astronaut 3.8 degrees. The re-projected mesh itself is exact (PnP
+    on its ideal projections: 0.03 degrees); what is left is how MediaPipe reads a turned face: over +-20
+    degrees of yaw it reads the turn x 0.88 on the astronaut and x 1.14 on lp_d0 (x 1.01 on average, see
+    track.MEDIAPIPE_Z_SCALE), plus a constant 0.4-1.6 degree offset. The bound here is 4.5 degrees; the
+    figures are printed."""
     if clip == "astronaut":
         inp, frames = request.getfixturevalue("astro_png"), None
     else:
@@ -209,7 +207,7 @@ def test_novel_view_yaw_and_pitch(tmp_path, request, clip):
               passes=("rgba",))
     errs = retracked_pose_errors(out, rep)
     print(f"{clip} yaw 20 pitch 10: re-tracked pose error {np.round(errs, 2).tolist()} deg")
-    assert errs and float(np.median(errs)) <= 6.0, errs
+    assert errs and float(np.median(errs)) <= 4.5, errs
 
 
 # --------------------------------------------------------------------------------------------- outputs
