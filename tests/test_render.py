@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from relight_core import intrinsic, pipeline, render
+from relight_core import intrinsic, lights, pipeline, render
 
 R_HEAD = 0.25  # sphere radius, head units
 DIST = 2.7
@@ -110,6 +110,28 @@ def test_key_light_specular_peaks_at_the_mirror_direction():
     peak = np.unravel_index(np.argmax(spec[..., 0]), mask.shape)
     assert abs(peak[0] - size / 2) <= 2 and abs(peak[1] - size / 2) <= 2
     assert np.abs(delta).max() < 1e-6  # a convex sphere lit from the camera casts no shadow on itself
+
+
+def test_distant_point_light_matches_the_directional_one():
+    """A point light far away along a direction, with the power that gives the same irradiance at the
+    head, shades and shadows like a directional light from there (both key-light paths, same maths)."""
+    size = 96
+    p, n, mask, _ = sphere_maps(size)
+    head = np.array([0.0, 0.0, -DIST])
+    d = np.array([0.6, -0.64, 0.48])  # DPR: right, toward the viewer, above
+    d /= np.linalg.norm(d)
+
+    class Sun:
+        direction = d
+        color = (1.0, 0.8, 0.6)
+        strength = 2.0
+
+    far = 1000.0
+    point = lights.PointLight(position=d * far, color=Sun.color, power=Sun.strength * 4 * np.pi * far ** 2)
+    sun = render.key_light_terms(n, p, mask, [Sun()], np.eye(3), head, np.zeros(3))
+    pt = render.key_light_terms(n, p, mask, [point], np.eye(3), head, np.zeros(3))
+    assert np.abs(sun[1] - pt[1]).max() < 1e-3 * sun[1].max() and sun[1].max() > 1.0  # the highlight
+    assert max(np.abs(sun[0]).max(), np.abs(pt[0]).max()) < 1e-3 * Sun.strength  # a convex sphere: no shadow
 
 
 def test_composite_keep_and_transparent():
