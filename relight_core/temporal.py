@@ -89,14 +89,6 @@ def upscale_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
     return up
 
 
-def warp_backward(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """Sample img (H, W, C) at x + flow(x) (bilinear, border replicated) -> (H, W, C)."""
-    h, w = flow.shape[:2]
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(img, gx + flow[..., 0], gy + flow[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
-
-
 class FlowStabilizer:
     """Flow-guided recursive filter for per-pixel maps (the albedo).
 
