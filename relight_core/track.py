@@ -31,7 +31,7 @@ pr_trudeau_frames our yaw over 100 frames against the EG3D cameras (a metric 3DM
 1.16 with z as MediaPipe gives it, 1.08 with 1.08 x z, 1.02 with 1.15 x z. (2) Renders of the fixture
 clips turned by +-20 deg yaw and +-12 deg pitch, re-tracked: MediaPipe reads the turn x 0.92 (yaw) and
 x 0.91 (pitch) on average over the six subjects with z as given, x 1.08 / 1.06 with 1.15 x z, and
-x 1.01 / 0.99 with 1.08 x z. Per person the yaw gain still spreads from 0.88 (the astronaut) to 1.14
+x 1.02 / 1.00 with 1.08 x z. Per person the yaw gain still spreads from 0.90 (the astronaut) to 1.14
 (lp_d0): one scale cannot fit every face.
 """
 
@@ -56,6 +56,9 @@ N_LANDMARKS = 478
 MEDIAPIPE_Z_SCALE = 1.08  # MediaPipe's relative depth is this much too shallow (module docstring)
 DEFAULT_FOV_DEG = 30.0
 MATTE_SIZE = 256
+HEAD_MATTE_SIZE = 160  # px: side of the stored matte of the head crop (see `head_box`)
+HEAD_CROP = 3.0        # head crop side / the larger side of the landmarks' bounding box
+HEAD_CROP_MAX = 0.75   # the head is segmented again only when its crop is below this x the longer side
 ANALYSIS_VERSION = 2  # 2: landmark z scaled by MEDIAPIPE_Z_SCALE
 MAX_FACES = 4
 
@@ -611,7 +614,9 @@ class Analysis:
     landmarks (N, 478, 3) float32 smoothed px; landmarks_raw (N, 478, 3) float32 as MediaPipe gave them
     (zeros where no face); valid (N,) bool; cam_from_head (N, 4, 4) float64; K (3, 3) at (height, width);
     matte (N, h, w) uint8 at reduced resolution; face_count (N,) int; pose_error_px (N,) float32;
-    face_shape (478, 3) head units: the face shape the poses were fitted to (None = `neutral_face()`).
+    face_shape (478, 3) head units: the face shape the poses were fitted to (None = `neutral_face()`);
+    head_matte (N, s, s) uint8 the matte of each frame's head crop, head_box (N, 4) int32 that crop
+    (x0, y0, x1, y1) in px, all -1 where the frame has none (None: no frame has one; see `head_box`).
     """
 
     width: int
@@ -631,6 +636,8 @@ class Analysis:
     name: str = ""
     version: int = ANALYSIS_VERSION
     face_shape: np.ndarray | None = None
+    head_matte: np.ndarray | None = None
+    head_box: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -643,6 +650,8 @@ class Analysis:
         m = self.matte[i].astype(np.float32) * (1.0 / 255.0)
         if m.shape != (height, width):
             m = cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR)
+        if self.head_box is not None and self.head_box[i, 2] > self.head_box[i, 0]:
+            _blend_head_matte(m, self.head_matte[i], self.head_box[i], self.width, self.height)
         return m
 
     def landmarks_at(self, i: int, height: int, width: int) -> np.ndarray:
@@ -668,7 +677,9 @@ class Analysis:
                 matte=self.matte.astype(np.uint8), face_count=self.face_count.astype(np.int16),
                 pose_error_px=self.pose_error_px.astype(np.float32),
                 face_shape=np.asarray(neutral_face() if self.face_shape is None else self.face_shape,
-                                      np.float64))
+                                      np.float64),
+                **({} if self.head_box is None else {"head_matte": self.head_matte.astype(np.uint8),
+                                                     "head_box": self.head_box.astype(np.int32)}))
 
     @classmethod
     def load(cls, path: str) -> Analysis:
@@ -718,14 +729,20 @@ def _bridge_poses(poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _smooth_matte(matte: np.ndarray) -> np.ndarray:
-    """Temporal [1, 2, 1] / 4 filter of a (N, h, w) uint8 matte sequence (ends replicated) -> uint8."""
-    if len(matte) < 3:
+def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+    """Temporal [1, 2, 1] / 4 filter of a (N, h, w) uint8 matte sequence (ends replicated) -> uint8.
+
+    present (N,) bool: the frames that have a matte (default all); a missing neighbour is replaced by
+    the frame itself, and missing frames are left as they are."""
+    n = len(matte)
+    if n < 3:
         return matte
-    out = np.empty_like(matte)
-    for i in range(len(matte)):
-        a, b, c = matte[max(i - 1, 0)], matte[i], matte[min(i + 1, len(matte) - 1)]
-        out[i] = ((a.astype(np.uint16) + 2 * b.astype(np.uint16) + c + 2) // 4).astype(np.uint8)
+    has = np.ones(n, bool) if present is None else np.asarray(present, bool)
+    out = matte.copy()
+    for i in np.flatnonzero(has):
+        a = matte[i - 1] if i > 0 and has[i - 1] else matte[i]
+        c = matte[i + 1] if i < n - 1 and has[i + 1] else matte[i]
+        out[i] = ((a.astype(np.uint16) + 2 * matte[i].astype(np.uint16) + c + 2) // 4).astype(np.uint8)
     return out
 
 
@@ -733,6 +750,65 @@ def matte_shape(height: int, width: int, size: int = MATTE_SIZE) -> tuple[int, i
     """(h, w) of the stored matte: longer side `size`, aspect kept (never larger than the frame)."""
     s = min(1.0, size / max(height, width))
     return max(1, round(height * s)), max(1, round(width * s))
+
+
+def head_box(landmarks: np.ndarray, width: int, height: int) -> np.ndarray | None:
+    """The head crop of one face's landmarks (478, 2|3) px in a (height, width) frame -> (x0, y0, x1, y1)
+    int32 px (clipped to the frame), or None when the head is too large in the frame for a second
+    segmentation to see it any finer.
+
+    The person matte comes from a model that sees the whole frame at 256 px; where the head is small in
+    the frame its outline is a few coarse pixels and background seen between jaw and hair is kept
+    (it then moves with the head in a novel view). Segmenting a square crop of HEAD_CROP x the face's
+    size, centred on it (hair above, neck and collar below), gives the head's outline at up to 4x the
+    resolution. Only when the crop is below HEAD_CROP_MAX x the frame's longer side."""
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    lo, hi = lm.min(axis=0), lm.max(axis=0)
+    side = HEAD_CROP * float(np.max(hi - lo))
+    if side >= HEAD_CROP_MAX * max(width, height) or side < 8:
+        return None
+    cx, cy = (lo + hi) / 2.0
+    box = np.round([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+    box = np.clip(box, 0, [width, height, width, height]).astype(np.int32)
+    return box if box[2] - box[0] >= 8 and box[3] - box[1] >= 8 else None
+
+
+def _head_window(box: np.ndarray, width: int, height: int, shape: tuple[int, int],
+                 feather: float = 0.15) -> np.ndarray:
+    """Weight (h, w) float32 of a head matte over its crop `box` (x0, y0, x1, y1) in a (height, width)
+    frame, resized to `shape`: 1 inside, falling (C1) to 0 over `feather` x the crop size towards each
+    crop edge that lies inside the frame (the model is unsure where the crop cuts through the person)."""
+    h, w = shape
+    ramps = []
+    for n, lo_open, hi_open in ((w, box[0] > 0, box[2] < width), (h, box[1] > 0, box[3] < height)):
+        u = np.arange(n, dtype=np.float32) + np.float32(0.5)
+        f = np.float32(max(feather * n, 1.0))
+        r = np.ones(n, np.float32)
+        if lo_open:
+            r = np.minimum(r, u / f)
+        if hi_open:
+            r = np.minimum(r, (n - u) / f)
+        r = np.clip(r, 0.0, 1.0)
+        ramps.append(r * r * (np.float32(3.0) - np.float32(2.0) * r))
+    return ramps[1][:, None] * ramps[0][None, :]
+
+
+def _blend_head_matte(matte: np.ndarray, head: np.ndarray, box: np.ndarray, width: int, height: int) -> None:
+    """Blend a head crop's matte (s, s) uint8, taken at `box` in the analysed (height, width) frame, into a
+    frame matte (H, W) float32 0..1 of any size, in place (`_head_window` weights)."""
+    import cv2
+
+    hh, ww = matte.shape
+    sx, sy = ww / float(width), hh / float(height)
+    x0, y0 = int(round(box[0] * sx)), int(round(box[1] * sy))
+    x1, y1 = int(round(box[2] * sx)), int(round(box[3] * sy))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return
+    inset = cv2.resize(head.astype(np.float32) * np.float32(1.0 / 255.0), (x1 - x0, y1 - y0),
+                       interpolation=cv2.INTER_LINEAR)
+    wgt = _head_window(np.array([x0, y0, x1, y1]), ww, hh, (y1 - y0, x1 - x0))
+    region = matte[y0:y1, x0:x1]
+    region += wgt * (inset - region)
 
 
 def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_deg: float | None = None,
@@ -757,9 +833,10 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         static = n_total == 1
     tracker = FaceTracker(static=static, smoothing=None, fov_deg=fov, fps=fps)
     seg = PersonMatte() if matte else None
+    head_seg = PersonMatte() if matte else None
     w, h = int(footage.width), int(footage.height)
     mh, mw = matte_shape(h, w)
-    raws, counts, mattes, indices = [], [], [], []
+    raws, counts, mattes, indices, heads, boxes = [], [], [], [], [], []
     try:
         for done, (index, rgb) in enumerate(footage, start=1):
             if rgb.shape[:2] != (h, w):
@@ -772,12 +849,18 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
             indices.append(int(index))
             if seg is not None:
                 mattes.append(np.round(seg.process(img8, (mh, mw)) * 255.0).astype(np.uint8))
+                box = None if raw is None else head_box(raw, w, h)
+                boxes.append(np.full(4, -1, np.int32) if box is None else box)
+                heads.append(np.zeros((HEAD_MATTE_SIZE,) * 2, np.uint8) if box is None else np.round(
+                    head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0
+                ).astype(np.uint8))
             if progress is not None:
                 progress(done, n_total)
     finally:
         tracker.close()
         if seg is not None:
             seg.close()
+            head_seg.close()
     n = len(raws)
     valid = np.array([r is not None for r in raws], dtype=bool)
     if not valid.any():
@@ -808,8 +891,12 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         shown = ", ".join(str(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
         warns.append(f"no face on {len(missing)} frame(s) ({shown}); track interpolated from neighbours")
     matte_arr = _smooth_matte(np.stack(mattes)) if mattes else np.full((n, mh, mw), 255, np.uint8)
+    box_arr = np.stack(boxes) if boxes and any(b[2] > b[0] for b in boxes) else None
+    # the crops follow the head, so neighbouring frames' head mattes line up in crop coordinates
+    head_arr = None if box_arr is None else _smooth_matte(np.stack(heads), box_arr[:, 2] > box_arr[:, 0])
     return Analysis(width=w, height=h, fps=fps, frame_indices=np.array(indices, dtype=np.int64),
                     landmarks=lm.astype(np.float32), landmarks_raw=lm_raw.astype(np.float32), valid=valid,
                     cam_from_head=poses, K=k, fov_deg=fov, matte=matte_arr, face_count=counts_a,
                     pose_error_px=errs, warnings=warns, name=str(getattr(footage, "name", "")),
-                    face_shape=neutral_face().copy() if shape is None else shape)
+                    face_shape=neutral_face().copy() if shape is None else shape, head_matte=head_arr,
+                    head_box=box_arr)
