@@ -675,10 +675,20 @@ def label_map(landmarks_px: np.ndarray, face: np.ndarray, person: np.ndarray) ->
     return labels
 
 
-def _smoothstep(t: np.ndarray) -> np.ndarray:
+def smoothstep(t: np.ndarray) -> np.ndarray:
     """3 t^2 - 2 t^3 of t clipped to [0, 1] (a C1 ramp: no crease where a blend starts or ends), float32."""
     t = np.clip(t, 0.0, 1.0).astype(np.float32)
     return t * t * (np.float32(3.0) - np.float32(2.0) * t)
+
+
+def rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of (N, 3) arrays -> (N,) (einsum: no (N, 3) temporary, unlike (a * b).sum(1))."""
+    return np.einsum("ij,ij->i", a, b)
+
+
+def inverse_norm(v: np.ndarray) -> np.ndarray:
+    """1 / max(|row|, 1e-6) of an (N, 3) array -> (N,) float32."""
+    return (np.float32(1.0) / np.maximum(np.sqrt(rowdot(v, v)), np.float32(1e-6))).astype(np.float32)
 
 
 def _spread_from_ring(ry: np.ndarray, rx: np.ndarray, values: list[np.ndarray], shape: tuple[int, int],
@@ -708,7 +718,7 @@ def _spread_from_ring(ry: np.ndarray, rx: np.ndarray, values: list[np.ndarray], 
     mass = acc[..., 0]
     line_mass = np.float32(0.5 / b)  # mass next to a straight ring, where the weight is full
     inv = np.float32(1.0) / np.maximum(mass, np.float32(1e-6))
-    return box, _smoothstep(mass / line_mass), [acc[..., c + 1] * inv for c in range(len(values))]
+    return box, smoothstep(mass / line_mass), [acc[..., c + 1] * inv for c in range(len(values))]
 
 
 def _rest_surface(person: np.ndarray, cover: np.ndarray, ring_ys: np.ndarray, ring_xs: np.ndarray,
@@ -806,12 +816,12 @@ def _join_face_normals(n_small: np.ndarray, small: np.ndarray, cover: np.ndarray
     e = q[qy * qw + qx]
     flat = (by + rows.start) * w + (bx + cols.start)
     n = n_small.reshape(-1, 3)[flat]
-    weight = np.float32(0.5) * _smoothstep(1.0 - d[sel] / np.float32(seam_px))
+    weight = np.float32(0.5) * smoothstep(1.0 - d[sel] / np.float32(seam_px))
     weight[inside] = 0.5
-    e *= (weight / np.maximum(np.sqrt(np.einsum("ij,ij->i", e, e)), np.float32(1e-6)))[:, None]
+    e *= (weight * inverse_norm(e))[:, None]
     n *= (np.float32(1.0) - weight)[:, None]
     n += e
-    n /= np.maximum(np.sqrt(np.einsum("ij,ij->i", n, n)), np.float32(1e-6))[:, None]
+    n *= inverse_norm(n)[:, None]
     n_small.reshape(-1, 3)[flat] = n
 
 
@@ -863,7 +873,7 @@ def build_geometry(analysis, i: int, height: int, width: int, step: int = 1) -> 
 def _blend_seam(inner: np.ndarray, seam_px: float, face: np.ndarray, rest: np.ndarray) -> np.ndarray:
     """Face values (N,) or (N, C) at pixels inner (N,) px inside the face's edge blended into the rest's
     with the C1 seam weight (the face's own from seam_px inward)."""
-    ws = _smoothstep(inner / np.float32(seam_px))
+    ws = smoothstep(inner / np.float32(seam_px))
     if face.ndim == 2:
         ws = ws[:, None]
     return ws * face + (np.float32(1.0) - ws) * rest
@@ -886,6 +896,6 @@ def _put_face_normals(face: MeshRaster, grid: np.ndarray, inner: np.ndarray, sea
     d = inner if on is None else inner[on]
     seam = np.flatnonzero(d < seam_px)
     b = _blend_seam(d[seam], seam_px, np.take(n, seam, axis=0), np.take(flat, cells[seam], axis=0))
-    b *= (np.float32(1.0) / np.maximum(np.sqrt(np.einsum("ij,ij->i", b, b)), np.float32(1e-6)))[:, None]
+    b *= inverse_norm(b)[:, None]
     n[seam] = b
     flat[cells] = n

@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from relight_core import sh as shlib
-from relight_core.geometry import LIPS, SKIN
-from relight_core.intrinsic import luminance
+from relight_core.geometry import LIPS, SKIN, inverse_norm, rowdot, smoothstep
+from relight_core.intrinsic import luminance, rgb3
 
 # camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
 CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
@@ -98,7 +98,7 @@ def _key_light_dirs(light, points: np.ndarray, head_centre: np.ndarray, rot: np.
     pos_dpr = rot @ np.asarray(light.position, dtype=np.float64)
     pos = (CAM_TO_DPR.T @ pos_dpr + head_centre).astype(np.float32)
     v = pos[None, :] - points
-    d2 = np.maximum(_rowdot(v, v), np.float32(1e-6))
+    d2 = np.maximum(rowdot(v, v), np.float32(1e-6))
     v *= (np.float32(1.0) / np.sqrt(d2))[:, None]
     falloff = np.float32(float(getattr(light, "power", 1.0)) / (4 * np.pi)) / d2
     return v, colour, falloff.astype(np.float32), pos
@@ -170,16 +170,6 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
     return vis / 9.0
 
 
-def _rowdot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of (N, 3) arrays -> (N,) (einsum: no (N, 3) temporary, unlike (a * b).sum(1))."""
-    return np.einsum("ij,ij->i", a, b)
-
-
-def _inverse_norm(v: np.ndarray) -> np.ndarray:
-    """1 / max(|row|, 1e-6) of an (N, 3) array -> (N,) float32."""
-    return (1.0 / np.maximum(np.sqrt(_rowdot(v, v)), 1e-6)).astype(np.float32)
-
-
 def _rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The rows at flat pixel indices idx (N,) of an (h, w, C) map -> (N, C) float32; the map may be a
     strided view (every 2nd pixel of a larger one), which is gathered in 2-D instead of copied first."""
@@ -241,10 +231,10 @@ def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
     norm = np.float32((shininess + 8.0) / (8.0 * np.pi))
     vdir = view_pos[None, :].astype(np.float32) - p
-    vdir *= _inverse_norm(vdir)[:, None]
+    vdir *= inverse_norm(vdir)[:, None]
     for light in key_lights:
         ldir, colour, falloff, lpos = _key_light_dirs(light, p, head_centre, rot)
-        ndl = n @ ldir if ldir.ndim == 1 else _rowdot(n, ldir)
+        ndl = n @ ldir if ldir.ndim == 1 else rowdot(n, ldir)
         np.maximum(ndl, np.float32(0.0), out=ndl)
         if not (ndl > 0).any():
             continue
@@ -254,8 +244,8 @@ def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[
             to_light = ldir[None, :] if ldir.ndim == 1 else ldir
             vis = _smooth_on_grid(shadow_visibility(p, to_light, lpos, cos_theta=ndl), idx, shape)
         half = vdir + ldir
-        ndh = _rowdot(n, half)
-        ndh *= _inverse_norm(half)
+        ndh = rowdot(n, half)
+        ndh *= inverse_norm(half)
         np.maximum(ndh, np.float32(0.0), out=ndh)
         blocked = (np.float32(1.0) - vis) * e_n
         blocked *= np.float32(-SHADOW_STRENGTH)
@@ -282,9 +272,9 @@ def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, ful
     lum = luminance(albedo)
     sub = lum[::4, ::4][skin[::4, ::4]]
     ref = float(np.median(sub)) if sub.size else 1.0
-    t = np.clip((lum * np.float32(1.0 / max(ref, 1e-6)) - np.float32(dark)) * np.float32(1.0 / (full - dark)),
-                0.0, 1.0)
-    m = t * t * (np.float32(3.0) - np.float32(2.0) * t) * skin
+    ratio = lum * np.float32(1.0 / max(ref, 1e-6))
+    m = smoothstep((ratio - np.float32(dark)) * np.float32(1.0 / (full - dark)))
+    m *= skin
     m[labels == LIPS] = 1.0
     return cv2.GaussianBlur(m, (3, 3), 0.8)
 
@@ -656,7 +646,7 @@ def composite(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray | None)
         return out
     bg = np.ascontiguousarray(background, dtype=np.float32)
     mixed = cv2.subtract(rgb, bg)
-    cv2.multiply(mixed, cv2.merge((alpha, alpha, alpha)), dst=mixed)
+    cv2.multiply(mixed, rgb3(alpha), dst=mixed)
     cv2.add(mixed, bg, dst=mixed)
     return cv2.cvtColor(mixed, cv2.COLOR_RGB2RGBA)  # float alpha 1.0
 

@@ -778,6 +778,8 @@ def _head_window(box: np.ndarray, width: int, height: int, shape: tuple[int, int
     """Weight (h, w) float32 of a head matte over its crop `box` (x0, y0, x1, y1) in a (height, width)
     frame, resized to `shape`: 1 inside, falling (C1) to 0 over `feather` x the crop size towards each
     crop edge that lies inside the frame (the model is unsure where the crop cuts through the person)."""
+    from relight_core.geometry import smoothstep
+
     h, w = shape
     ramps = []
     for n, lo_open, hi_open in ((w, box[0] > 0, box[2] < width), (h, box[1] > 0, box[3] < height)):
@@ -788,8 +790,7 @@ def _head_window(box: np.ndarray, width: int, height: int, shape: tuple[int, int
             r = np.minimum(r, u / f)
         if hi_open:
             r = np.minimum(r, (n - u) / f)
-        r = np.clip(r, 0.0, 1.0)
-        ramps.append(r * r * (np.float32(3.0) - np.float32(2.0) * r))
+        ramps.append(smoothstep(r))
     return ramps[1][:, None] * ramps[0][None, :]
 
 
