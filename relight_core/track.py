@@ -834,7 +834,7 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         static = n_total == 1
     tracker = FaceTracker(static=static, smoothing=None, fov_deg=fov, fps=fps)
     seg = PersonMatte() if matte else None
-    head_seg = PersonMatte() if matte else None
+    head_seg = None  # a second segmenter for head crops, started on the first frame that needs one
     w, h = int(footage.width), int(footage.height)
     mh, mw = matte_shape(h, w)
     raws, counts, mattes, indices, heads, boxes = [], [], [], [], [], []
@@ -852,6 +852,8 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
                 mattes.append(np.round(seg.process(img8, (mh, mw)) * 255.0).astype(np.uint8))
                 box = None if raw is None else head_box(raw, w, h)
                 boxes.append(np.full(4, -1, np.int32) if box is None else box)
+                if box is not None and head_seg is None:
+                    head_seg = PersonMatte()
                 heads.append(np.zeros((HEAD_MATTE_SIZE,) * 2, np.uint8) if box is None else np.round(
                     head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0
                 ).astype(np.uint8))
@@ -859,9 +861,9 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
                 progress(done, n_total)
     finally:
         tracker.close()
-        if seg is not None:
-            seg.close()
-            head_seg.close()
+        for s_ in (seg, head_seg):
+            if s_ is not None:
+                s_.close()
     n = len(raws)
     valid = np.array([r is not None for r in raws], dtype=bool)
     if not valid.any():
