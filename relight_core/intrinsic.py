@@ -147,47 +147,6 @@ def shade_image(normals_dpr: np.ndarray, sh: np.ndarray, mask: np.ndarray | None
     return out
 
 
-def skin_sample_mask(image: np.ndarray, labels: np.ndarray, normals_dpr: np.ndarray,
-                     erode_px: int = 3, dark_frac: float = 0.15, bright_pct: float = 97.0) -> np.ndarray:
-    """Pixels usable for the light fit -> (H, W) bool.
-
-    Skin (labels == 1) eroded by `erode_px` (away from eyes, lips, hair and the silhouette), facing the
-    camera (normal DPR Y < -0.15), minus specular highlights (luminance above the `bright_pct` percentile
-    of the skin, or any channel >= 0.98) and very dark pixels (below `dark_frac` of the skin median).
-    image: (H, W, 3) linear RGB; labels: (H, W) uint8 (see geometry); normals_dpr: (H, W, 3).
-    """
-    skin = (labels == SKIN_LABEL).astype(np.uint8)
-    if erode_px > 0:
-        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * erode_px + 1, 2 * erode_px + 1))
-        skin = cv2.erode(skin, k)
-    m = skin.astype(bool) & (normals_dpr[..., 1] < -0.15)
-    if not m.any():
-        return m
-    luma = image @ LUMA
-    vals = luma[m]
-    med = float(np.median(vals))
-    hi = float(np.percentile(vals, bright_pct))
-    m &= (luma >= dark_frac * med) & (luma <= hi) & (image.max(axis=2) < 0.98)
-    return m
-
-
-def fit_input_light_raw(image: np.ndarray, normals_dpr: np.ndarray, mask: np.ndarray,
-                        max_samples: int = 4000) -> np.ndarray | None:
-    """Robust RGB SH fit to the masked pixels -> F (9, 3) = mean skin albedo x input light, or None.
-
-    Samples at most `max_samples` pixels on a regular stride (deterministic). Returns None when fewer than
-    50 pixels are usable (e.g. no face).
-    """
-    idx = np.flatnonzero(mask.reshape(-1))
-    if idx.size < 50:
-        return None
-    if idx.size > max_samples:
-        idx = idx[:: int(np.ceil(idx.size / max_samples))]
-    n = normals_dpr.reshape(-1, 3)[idx].astype(np.float64)
-    v = image.reshape(-1, 3)[idx].astype(np.float64)
-    return np.asarray(shlib.fit_sh(n, v, robust=True), dtype=np.float64).reshape(9, 3)
-
-
 BAND_RIDGE = np.array([0.0, 0.002, 0.002, 0.002, 0.05, 0.05, 0.05, 0.05, 0.05])  # x mean diagonal of A^T A
 
 
@@ -205,9 +164,13 @@ def normal_balance_weights(normals_dpr: np.ndarray, bins: int = 6, max_ratio: fl
     return w / w.mean()
 
 
+COLOUR_TIE = 1.0  # x the mean diagonal of A^T A: pull of each channel's fit toward the luminance fit's shape
+
+
 def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = BAND_RIDGE,
-              huber_k: float = 1.345, iterations: int = 8, balance: bool = True) -> np.ndarray:
-    """Regularised robust RGB SH fit: normals (N, 3) DPR, values (N, C) -> (9, C) float64.
+              huber_k: float = 1.345, iterations: int = 8, balance: bool = True,
+              colour_tie: float = COLOUR_TIE) -> np.ndarray:
+    """Regularised robust SH fit: normals (N, 3) DPR, values (N, C) -> (9, C) float64.
 
     Only part of the sphere of normals is visible (a face seen from the front), which leaves the nine
     coefficients badly conditioned (the DC, 3z^2-1 and x^2-y^2 terms trade off and the plain fit can even
@@ -215,25 +178,50 @@ def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = B
     pulls unseen structure toward an ambient light; Huber IRLS down-weights outliers (speculars, shadows).
     balance: weight samples by `normal_balance_weights`, so that the rarer oblique normals (forehead top,
     chin, cheek sides), which carry the light's direction, are not drowned by the frontal ones.
+
+    Channels: the luminance (RGB) or mean (other C) of `values` is fitted first, and its robust weights
+    are used for every channel. Each channel c is then fitted with a second ridge, `colour_tie` x the
+    mean diagonal on all nine coefficients, toward s_c x the luminance fit (s_c: the channel's weighted
+    mean over the luminance's). Fitted independently, the channels trade DC against the view-axis terms
+    each in its own way: skin that is paler where it faces the camera (sheen, subsurface scattering)
+    came out as a light 3.5x bluer from the front than from the side, which turned a white shirt orange
+    in the albedo. Tied, a colour that changes with direction (a warm key, a cool fill) is kept at
+    about half its fitted strength and the ill-conditioned directions keep the luminance fit's shape.
+    colour_tie 0: independent channels.
     """
     a = shlib.sh_basis(np.asarray(normals_dpr, dtype=np.float64).reshape(-1, 3))
     v = np.asarray(values, dtype=np.float64).reshape(len(a), -1)
     w0 = normal_balance_weights(normals_dpr) if balance else np.ones(len(a))
+    reg = np.diag(np.asarray(ridge, dtype=np.float64) * _mean_diagonal(a, w0) + 1e-12)
+    grey_values = v @ LUMA.astype(np.float64) if v.shape[1] == 3 else v.mean(axis=1)
+    grey, w = _robust_fit(a, grey_values, w0, reg, huber_k, iterations)
+    if v.shape[1] == 1:
+        return grey[:, None]
+    aw = a * w[:, None]
+    tie = np.eye(9) * (colour_tie * _mean_diagonal(a, w))
+    ratio = (w @ v) / max(float(w @ grey_values), 1e-12)
+    return np.linalg.solve(a.T @ aw + reg + tie, aw.T @ v + tie @ np.outer(grey, ratio))
+
+
+def _mean_diagonal(a: np.ndarray, w: np.ndarray) -> float:
+    """trace(A^T W A) / 9 for the SH design matrix a (N, 9) and sample weights w (N,)."""
+    return float(np.einsum("ij,ij,i->", a, a, w)) / 9.0
+
+
+def _robust_fit(a: np.ndarray, v: np.ndarray, w0: np.ndarray, reg: np.ndarray, huber_k: float,
+                iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Huber IRLS of a (N, 9) @ x ~ v (N,) with prior weights w0 (N,) and ridge reg (9, 9)
+    -> (x (9,), the final weights (N,))."""
     w = w0.copy()
-    reg = None
-    sol = np.zeros((9, v.shape[1]))
     for it in range(iterations):
         aw = a * w[:, None]
-        ata = a.T @ aw
-        if reg is None:
-            reg = np.diag(np.asarray(ridge, dtype=np.float64) * np.trace(ata) / 9.0 + 1e-12)
-        sol = np.linalg.solve(ata + reg, aw.T @ v)
-        r = np.sqrt(np.mean((a @ sol - v) ** 2, axis=1))
+        sol = np.linalg.solve(a.T @ aw + reg, aw.T @ v)
+        r = np.abs(a @ sol - v)
         scale = 1.4826 * float(np.median(r))
         if scale <= 1e-12 or it == iterations - 1:
             break
         w = w0 * np.minimum(1.0, huber_k * scale / np.maximum(r, 1e-12))
-    return sol
+    return sol, w
 
 
 def neutralise_light(fitted: np.ndarray, skin_luma: float = SKIN_ALBEDO_LUMA
@@ -251,12 +239,15 @@ def neutralise_light(fitted: np.ndarray, skin_luma: float = SKIN_ALBEDO_LUMA
 def skin_samples(image: np.ndarray, labels: np.ndarray, normals: np.ndarray, frame: str = "dpr",
                  max_samples: int = 3000, erode_px: int = 3, dark_frac: float = 0.15,
                  bright_pct: float = 97.0, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The pixels of `skin_sample_mask`, sampled on a regular stride -> (normals_dpr (N, 3), rgb (N, 3)).
+    """Skin pixels usable for the light fit, sampled on a regular stride -> (normals_dpr (N, 3), rgb (N, 3)).
 
-    Same selection rules as `skin_sample_mask`, evaluated on at most ~4 x max_samples candidate pixels
-    (fast: no full-frame work besides the erosion). image (H, W, 3), labels (H, W); normals: on every
-    `step`-th pixel of those ((ceil(H / step), ceil(W / step), 3)), in the DPR frame (frame="dpr") or
-    camera space (frame="cam"); only those pixels are candidates.
+    Skin (labels == 1) eroded by `erode_px` (away from eyes, lips, hair and the silhouette), facing the
+    camera (normal DPR Y < -0.15), minus specular highlights (luminance above the `bright_pct` percentile
+    of the candidates, or any channel >= 0.98) and very dark pixels (below `dark_frac` of their median),
+    evaluated on at most ~4 x max_samples candidate pixels (fast: no full-frame work besides the erosion).
+    image (H, W, 3), labels (H, W); normals: on every `step`-th pixel of those ((ceil(H / step),
+    ceil(W / step), 3)), in the DPR frame (frame="dpr") or camera space (frame="cam"); only those pixels
+    are candidates.
     """
     skin = (labels == SKIN_LABEL).view(np.uint8)
     if erode_px > 0:
@@ -299,29 +290,7 @@ def estimate_input_light(image: np.ndarray, normals: np.ndarray, labels: np.ndar
     n, rgb = skin_samples(image, labels, normals, frame=frame, max_samples=max_samples, step=step)
     if len(rgb) < 50:
         return None
-    return neutralise_light(guard_channel_fits(fit_light(n, rgb), n, rgb))
-
-
-def guard_channel_fits(fitted: np.ndarray, normals_dpr: np.ndarray, rgb: np.ndarray,
-                       min_ratio: float = 0.25) -> np.ndarray:
-    """Replace the per-channel fits whose DC term collapsed by the luminance fit in that channel's colour.
-
-    fitted: (9, 3) per-channel fit of `rgb` (N, 3) at `normals_dpr` (N, 3). The nine coefficients are
-    badly conditioned on a face's half sphere of normals, and a dim channel (blue on warm skin, small
-    frames) can trade its DC term away almost to zero; `neutralise_light` then divides by it and the light
-    explodes. A channel is kept when its DC is at least `min_ratio` x what the skin's mean colour predicts
-    from the luminance of the fitted DC terms; otherwise it becomes the (better conditioned) luminance fit
-    scaled by that channel's mean colour ratio, i.e. a light of neutral colour in that channel.
-    """
-    f = np.asarray(fitted, dtype=np.float64).copy()
-    luma = rgb @ LUMA
-    colour = rgb.mean(axis=0) / max(float(luma.mean()), 1e-6)
-    expected = colour * float(f[0] @ LUMA)
-    bad = f[0] < min_ratio * expected
-    if bad.any():
-        grey = fit_light(normals_dpr, luma[:, None])[:, 0]
-        f[:, bad] = grey[:, None] * colour[None, bad]
-    return f
+    return neutralise_light(fit_light(n, rgb))
 
 
 def estimate_albedo(image: np.ndarray, shading: np.ndarray, alpha: np.ndarray,
