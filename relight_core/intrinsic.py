@@ -8,9 +8,10 @@ Scale / colour ambiguity, and how it is resolved: a fit of RGB SH to skin pixels
 per channel, where rho_skin is the (unknown) mean skin albedo: the fitted light absorbs the mean skin
 albedo. We split it by assuming that the input light's *average* colour is neutral (white) and that the
 mean skin albedo has luminance `SKIN_ALBEDO_LUMA`: L_in = F / k with k = SKIN_ALBEDO_LUMA * F[0] / lum(F[0]).
-The light's DC term is then grey; its direction-dependent colour (e.g. a warm key and a cool fill) is kept;
-the skin tone (and any global colour cast of the input) goes into the albedo. A relit frame under a white
-preset therefore keeps the person's skin tone. No white balance is attempted.
+The light's DC term is then grey; its direction-dependent colour (e.g. a warm key and a cool fill) is kept
+at about 60 % of its strength (each channel's fit is tied to the luminance fit's shape, see
+`fit_light`); the skin tone (and any global colour cast of the input) goes into the albedo. A relit frame
+under a white preset therefore keeps the person's skin tone. No white balance is attempted.
 """
 
 from __future__ import annotations
@@ -185,8 +186,9 @@ def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = B
     mean over the luminance's). Fitted independently, the channels trade DC against the view-axis terms
     each in its own way: skin that is paler where it faces the camera (sheen, subsurface scattering)
     came out as a light 3.5x bluer from the front than from the side, which turned a white shirt orange
-    in the albedo. Tied, a colour that changes with direction (a warm key, a cool fill) is kept at
-    about half its fitted strength and the ill-conditioned directions keep the luminance fit's shape.
+    in the albedo. Tied, a colour that changes with direction (a warm key, a cool fill) keeps about
+    60 % of its fitted strength (log colour ratio, on a test sphere) and the ill-conditioned directions
+    keep the luminance fit's shape.
     colour_tie 0: independent channels.
     """
     a = shlib.sh_basis(np.asarray(normals_dpr, dtype=np.float64).reshape(-1, 3))
