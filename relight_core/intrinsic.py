@@ -185,7 +185,7 @@ def fit_light(normals_dpr: np.ndarray, values: np.ndarray, ridge: np.ndarray = B
     mean diagonal on all nine coefficients, toward s_c x the luminance fit (s_c: the channel's weighted
     mean over the luminance's). Fitted independently, the channels trade DC against the view-axis terms
     each in its own way: skin that is paler where it faces the camera (sheen, subsurface scattering)
-    came out as a light 3.5x bluer from the front than from the side, which turned a white shirt orange
+    came out as a light 3.5x bluer than red from the front, which turned a white shirt orange
     in the albedo. Tied, a colour that changes with direction (a warm key, a cool fill) keeps about
     60 % of its fitted strength (log colour ratio, on a test sphere) and the ill-conditioned directions
     keep the luminance fit's shape.
