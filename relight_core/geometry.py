@@ -68,7 +68,9 @@ class Geometry:
     normals on every `step`-th pixel (rows and columns 0, step, 2 step, ...: (ceil(H / step),
     ceil(W / step), 3); step 1: every pixel) ((0, 0, 1) outside the person, blended over its 1-2 px
     edge); face_mask (H, W) float32 0..1; alpha (H, W) float32 person matte 0..1; labels (H, W) uint8
-    (module docstring); K (3, 3); vertices (478, 3) cam-space landmarks. `normals` gives them at (H, W).
+    (module docstring); K (3, 3); vertices (478, 3) cam-space landmarks; face_tris (T, 3) and face_normals
+    (478, 3) the rendered face surface's faces and unit vertex normals (`face_surface`). `normals` gives
+    the normal map at (H, W).
     """
 
     points: np.ndarray
@@ -80,6 +82,8 @@ class Geometry:
     K: np.ndarray
     vertices: np.ndarray
     step: int = 1
+    face_tris: np.ndarray | None = None
+    face_normals: np.ndarray | None = None
 
     @functools.cached_property
     def normals(self) -> np.ndarray:
@@ -174,6 +178,15 @@ def face_triangles() -> np.ndarray:
     from relight_core.track import neutral_face
 
     return triangles_from_edges(_connections().FACEMESH_TESSELATION, neutral_face())
+
+
+@functools.lru_cache(maxsize=1)
+def face_mirror() -> np.ndarray:
+    """Each landmark's left/right mirror partner (478,) int (midline landmarks: themselves), from the
+    symmetric neutral face (cached)."""
+    from relight_core.track import mirror_pairs, neutral_face
+
+    return mirror_pairs(neutral_face())
 
 
 def edge_loops(edges) -> list[list[int]]:
@@ -867,7 +880,8 @@ def build_geometry(analysis, i: int, height: int, width: int, step: int = 1) -> 
     face_mask = cv2.GaussianBlur(cover_f, (0, 0), 0.7) * cover_f
     labels = label_map(lm, cover, person)
     return Geometry(points=pts, depth=depth, grid_normals=normals, face_mask=face_mask, alpha=alpha,
-                    labels=labels, K=k, vertices=verts.astype(np.float32), step=step)
+                    labels=labels, K=k, vertices=verts.astype(np.float32), step=step, face_tris=tris,
+                    face_normals=np.asarray(vnormals, dtype=np.float32))
 
 
 def _blend_seam(inner: np.ndarray, seam_px: float, face: np.ndarray, rest: np.ndarray) -> np.ndarray:

@@ -598,6 +598,7 @@ class FrameRenderer:
         self.scale: float | None = ABSOLUTE_SCALE if job.intensity == "absolute" else None
         self._feat: np.ndarray | None = None
         self._geo_cache: tuple | None = None
+        self._output_sh: np.ndarray | None = None
 
     def reset(self) -> None:
         if self.light_filter is not None:
@@ -651,6 +652,7 @@ class FrameRenderer:
                 self.scale = render_exposure(self.last_light, self._target_sh_cam(0, cfh))
             if render_out:
                 shs.append(self._target_sh_cam(k, cfh) * self.scale)
+        self._output_sh = shs[-1]  # the light of the output's shading (for `render.mirror_fill`'s pixels)
         shaded = [e.reshape(hh, hw, 3) for e in intrinsic.shade_features(feats, shs)]
         intrinsic.fade_dim_colour(shaded[0])  # the estimated input shading; a target light is exact
         view = self.views.view(k, cfh, _intrinsics(self.analysis, h, w), (h, w)) if render_out else None
@@ -739,10 +741,12 @@ class FrameRenderer:
             out_rgb = render.sample(relit, mx, my)
             out_albedo = render.sample(albedo, mx, my) * cover3 if "albedo" in want else None
             out_shading = render.sample(shading, mx, my) * cover3 if "shading" in want else None
-            out_normals = None
-            if "normal" in want:
-                rn = new_from_input[:3, :3].astype(np.float32)
-                out_normals = render.sample(geo.normals, mx, my) @ rn.T
+            out_normals = render.sample(geo.normals, mx, my) if "normal" in want else None
+            self._fill_from_mirror(geo, view, depth, out_depth, albedo,
+                                   {"rgb": out_rgb, "albedo": out_albedo, "shading": out_shading,
+                                    "normal": out_normals})
+            if out_normals is not None:
+                out_normals = out_normals @ new_from_input[:3, :3].astype(np.float32).T
                 out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
             bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
             rgba = render.composite(out_rgb, out_alpha, bg)
@@ -759,6 +763,30 @@ class FrameRenderer:
         if "depth" in want:
             layers["depth"] = (out_depth * inside).astype(np.float32)
         return layers
+
+
+    def _fill_from_mirror(self, geo, view: tuple, depth_in: np.ndarray, depth_out: np.ndarray,
+                          albedo: np.ndarray, maps: dict[str, np.ndarray | None]) -> None:
+        """Novel-view face pixels the input saw badly or not at all take the mirrored side's albedo,
+        shaded with their own normals (`render.mirror_fill`), in place in maps: "rgb" (relit), "albedo",
+        "shading" (h, w, 3) and "normal" (input-camera space), each None when not wanted."""
+        from relight_core import intrinsic, render
+
+        if geo.face_tris is None or self._output_sh is None:
+            return
+        new_from_input, kk, _ = view
+        fill = render.mirror_fill(geo.vertices, geo.face_tris, geo.face_normals, new_from_input, geo.K, kk,
+                                  depth_out.shape, depth_in, depth_out)
+        if fill.ys.size == 0:
+            return
+        at = (fill.ys, fill.xs)
+        w = fill.weight[:, None]
+        alb = render.sample_points(albedo, fill.src_x, fill.src_y)
+        shd = intrinsic.shade_features(intrinsic.sh_features_cam(fill.normals), [self._output_sh])[0]
+        for name, value in (("rgb", alb * shd), ("albedo", alb), ("shading", shd), ("normal", fill.normals)):
+            m = maps[name]
+            if m is not None:
+                m[at] += w * (value - m[at])
 
 
 def _upsample(img: np.ndarray, h: int, w: int) -> np.ndarray:

@@ -15,10 +15,12 @@ Key-light positions (point lights) are in head units relative to the head centre
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from relight_core import camera as cam
 from relight_core import sh as shlib
 from relight_core.geometry import LIPS, SKIN, inverse_norm, rowdot, smoothstep
 from relight_core.intrinsic import luminance, rgb3
@@ -405,6 +407,7 @@ def splat_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray
     """
     h, w = out_hw
     hit, coords, landed = _splat(points, valid, new_from_input, k_out, out_hw, border_px)
+    _drop_flying(hit, coords)
     if not hit.any():
         zero = np.zeros((h, w), np.float32)
         return zero, zero.copy(), zero.copy(), zero.copy()
@@ -468,6 +471,40 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
     hit[cell] = True
     x, y, z_new, du, dv = maps.reshape(5, h, w)
     return hit.reshape(h, w), cv2.merge((x, y, z_new)), cv2.merge((du, dv))
+
+
+def _drop_flying(hit: np.ndarray, coords: np.ndarray, reach: int = 2, min_agree: int = 2) -> None:
+    """Clear, in place in hit (h, w) bool, splat cells whose source pixel (coords (h, w, 2+) x, y) agrees
+    with fewer than `min_agree` hits within `reach` cells: a point that lands apart from its source
+    neighbours ("flying pixel"). Where two surfaces of the geometry meet (the side of the dome and the
+    forehead, a nostril over the cheek), a sparse row of grazing points from the surface that should be
+    hidden can win single cells of the z-buffer; they showed as dark dots inside the face. "Agrees":
+    within 2 + 2 d source px at d cells away (a surface stretched or squeezed stays continuous). A cheap
+    pre-test (its source pixel off the neighbourhood's mean) limits the exact test to a few cells.
+    """
+    size = (2 * reach + 1, 2 * reach + 1)
+    weight = hit.astype(np.float32)
+    count = np.maximum(cv2.boxFilter(weight, -1, size, normalize=False), 1.0)
+    dev = np.zeros(hit.shape, np.float32)
+    for c in range(2):
+        mean = cv2.boxFilter(coords[..., c] * weight, -1, size, normalize=False) / count
+        dev += np.abs(coords[..., c] - mean)
+    ys, xs = np.nonzero(hit & (dev > 2.0))
+    if ys.size == 0:
+        return
+    h, w = hit.shape
+    agree = np.zeros(ys.size, np.int32)
+    own_x, own_y = coords[ys, xs, 0], coords[ys, xs, 1]
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            if dy == 0 and dx == 0:
+                continue
+            yy, xx = np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)
+            tol = 2.0 + 2.0 * max(abs(dy), abs(dx))
+            agree += (hit[yy, xx] & (np.abs(coords[yy, xx, 0] - own_x) <= tol)
+                      & (np.abs(coords[yy, xx, 1] - own_y) <= tol))
+    drop = agree < min_agree
+    hit[ys[drop], xs[drop]] = False
 
 
 def _subpixel_offsets(map_x: np.ndarray, map_y: np.ndarray, landed: np.ndarray
@@ -602,10 +639,132 @@ def _source_depth(points: np.ndarray, valid: np.ndarray, rows: np.ndarray, cols:
     return np.where(valid[r, c], -points[r, c, 2], 0.0)
 
 
+MIRROR_HIDDEN_TOL = 0.03  # head units: a face point this far behind the input's depth map is hidden there
+MIRROR_POOR = 0.35        # cosine (normal . view ray) under which the input sees a face point poorly
+MIRROR_FULL = 0.2         # ... and under which the mirrored side, when seen better, replaces it fully
+MIRROR_MARGIN = 0.1       # how much better (cosine) the mirrored point must be seen to be used at all
+MIRROR_GAIN = 0.4         # ... and to replace the point fully
+
+
+@dataclass
+class MirrorFill:
+    """Face pixels of a novel view textured from the other side of the face: output pixels ys, xs (N,),
+    the mirrored texture's weight (N,) float32 in 0..1 (the rest: the re-projection's own), its source
+    pixel src_x, src_y (N,) float32 (`sample` coordinates) and the pixels' own unit normals (N, 3) float32,
+    input camera space (to shade them: the mirror side's shading would be the wrong side's light)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    weight: np.ndarray
+    src_x: np.ndarray
+    src_y: np.ndarray
+    normals: np.ndarray
+
+
+def mirror_fill(vertices: np.ndarray, tris: np.ndarray, vertex_normals: np.ndarray,
+                new_from_input: np.ndarray, k_in: np.ndarray, k_out: tuple[float, float, float, float],
+                out_hw: tuple[int, int],
+                depth_in: np.ndarray, depth_out: np.ndarray) -> MirrorFill:
+    """Where a novel view shows face the input camera did not see (behind the nose, the far cheek) or saw
+    edge-on, take the texture of the mirrored point on the other side of the face, when that is seen
+    better: faces are close to symmetric, and the re-projection can only stretch what it has there.
+
+    vertices (478, 3), vertex_normals (478, 3): the face mesh in input-camera space, tris (T, 3) its
+    faces; new_from_input 4x4; k_in (3, 3) the input intrinsics, k_out (fx, fy, cx, cy) the new camera's
+    at out_hw; depth_in (H, W) the input view's depth map (-z, 0 outside the person); depth_out (h, w)
+    the re-projection's depth (0 where it has nothing): pixels where it shows something nearer than the
+    face (hair over the forehead) keep it. Each face vertex is rated by how squarely the input saw it
+    (cosine of normal and view ray, 0 when hidden), the rating interpolated over the triangles; the
+    mirrored point replaces a pixel's where that rating is under MIRROR_POOR and the mirror's is more
+    than MIRROR_MARGIN higher, fully under MIRROR_FULL and MIRROR_GAIN higher. Only triangles with such
+    a vertex are rasterised (a few in a turned view, none in a frontal one), so the cost follows the
+    area filled.
+    """
+    from relight_core import geometry
+
+    h, w = out_hw
+    v_in = np.asarray(vertices, dtype=np.float64)
+    v_normals = np.asarray(vertex_normals, dtype=np.float64)
+    mirror = geometry.face_mirror()
+    seen_v, _ = _seen_from_input(v_in, v_normals, k_in, depth_in)  # rated per vertex, interpolated
+    candidate = (seen_v < MIRROR_POOR) & (seen_v[mirror] > seen_v + MIRROR_MARGIN)
+    tris = np.asarray(tris)
+    tris = tris[candidate[tris].any(axis=1)]  # only these can be filled: the splat's depth hides the rest
+    empty = np.zeros(0, np.float32)
+    if len(tris) == 0:
+        return MirrorFill(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty,
+                          np.zeros((0, 3), np.float32))
+    v_new = cam.transform_points(new_from_input, v_in)
+    x0, y0, x1, y1 = _pixel_box(cam.project(v_new[np.unique(tris)], k_out), h, w)
+    if x1 <= x0 or y1 <= y0:
+        return MirrorFill(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty,
+                          np.zeros((0, 3), np.float32))
+    fx, fy, cx, cy = k_out  # rasterised in the box around those triangles only
+    face = geometry.render_mesh(v_new, tris, cam.k_matrix((fx, fy, cx - x0, cy - y0)), y1 - y0, x1 - x0,
+                                normals=v_normals)  # interpolates the input-camera normals
+    face.ys += y0
+    face.xs += x0
+    face.idx = face.ys * w + face.xs
+    seen = _barycentric(seen_v[:, None], face.corners, face.lam)[:, 0]
+    seen_other = _barycentric(seen_v[mirror][:, None], face.corners, face.lam)[:, 0]
+    weight = (np.clip((seen_other - seen - MIRROR_MARGIN) / (MIRROR_GAIN - MIRROR_MARGIN), 0.0, 1.0)
+              * np.clip((MIRROR_POOR - seen) / (MIRROR_POOR - MIRROR_FULL), 0.0, 1.0))
+    front = np.take(depth_out.reshape(-1), face.idx)
+    weight *= (front <= 0) | (front >= face.depth - MIRROR_HIDDEN_TOL)
+    sel = np.flatnonzero(weight > 0.0)
+    other = _barycentric(v_in, mirror[face.corners[:, sel]], face.lam[:, sel])
+    uv = cam.project(other, k_in)
+    return MirrorFill(face.ys[sel], face.xs[sel], weight[sel].astype(np.float32),
+                      (uv[:, 0] - 0.5).astype(np.float32), (uv[:, 1] - 0.5).astype(np.float32),
+                      face.normals_at(sel))
+
+
+def _pixel_box(px: np.ndarray, h: int, w: int) -> tuple[int, int, int, int]:
+    """Whole-pixel box (x0, y0, x1, y1), exclusive ends, around pixel coordinates (N, 2), within (h, w)."""
+    x0, y0 = np.floor(px.min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(px.max(axis=0)).astype(int) + 1
+    return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+
+
+def _barycentric(values: np.ndarray, corners: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """Per-vertex values (V, C) at points given by corner vertex ids (3, N) and weights (3, N) -> (N, C)."""
+    return sum(values[corners[c]] * lam[c][:, None] for c in range(3))
+
+
+def _seen_from_input(points: np.ndarray, normals: np.ndarray, k_in: np.ndarray, depth_in: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """How squarely the input camera sees points (N, 3) with unit normals (N, 3), input-camera space ->
+    (cosine of normal and view ray (N,), clipped to 0..1 and 0 where the depth map depth_in (H, W) has
+    something nearer (MIRROR_HIDDEN_TOL) or nothing; their pixel coordinates (N, 2))."""
+    hh, ww = depth_in.shape
+    uv = cam.project(points, k_in)
+    col = np.clip(np.floor(uv[:, 0]).astype(np.int64), 0, ww - 1)
+    row = np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, hh - 1)
+    d = depth_in[row, col]
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < ww) & (uv[:, 1] >= 0) & (uv[:, 1] < hh)
+    visible = inside & (d > 0) & (-points[:, 2] <= d + MIRROR_HIDDEN_TOL)
+    cosine = -rowdot(normals, points) * inverse_norm(points)
+    return np.where(visible, np.clip(cosine, 0.0, 1.0), 0.0), uv
+
+
 def sample(img: np.ndarray, map_x: np.ndarray, map_y: np.ndarray, nearest: bool = False) -> np.ndarray:
     """cv2.remap wrapper: img (H, W[, C]) sampled at (map_x, map_y) pixel-index coordinates."""
     return cv2.remap(img, map_x, map_y, cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
                      borderMode=cv2.BORDER_REPLICATE)
+
+
+def sample_points(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear samples of img (H, W, C) at pixel-index coordinates x, y (N,) (edges repeated) -> (N, C)."""
+    h, w = img.shape[:2]
+    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, w - 1.0)
+    y = np.clip(np.asarray(y, dtype=np.float32), 0.0, h - 1.0)
+    x0 = np.minimum(x.astype(np.int64), w - 2) if w > 1 else np.zeros(x.shape, np.int64)
+    y0 = np.minimum(y.astype(np.int64), h - 2) if h > 1 else np.zeros(y.shape, np.int64)
+    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
+    x1, y1 = np.minimum(x0 + 1, w - 1), np.minimum(y0 + 1, h - 1)
+    top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
+    bottom = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
 def inpaint_background(plate: np.ndarray, alpha: np.ndarray, scale: int = 4, grow_px: int = 9) -> np.ndarray:

@@ -321,3 +321,72 @@ def test_shadow_stipple_is_smoothed_but_shadows_and_mask_edges_stay() -> None:
     grid = grid.reshape(h, w)
     assert np.abs(grid[10:30, 10:25] - 0.5).max() < 0.05  # the stipple becomes its mean
     assert grid[10:30, 36:55].max() < 0.01  # a solid shadow stays dark, up to the mask's own edge
+
+
+def turned_face(yaw: float, size: int = 256):
+    """The neutral face seen by an orbit camera at `yaw` (radius 3.5, 30 deg FOV) -> (vertices (478, 3),
+    faces, vertex normals, cam_from_head, K (3, 3), the input depth map (size, size))."""
+    from relight_core import camera as cam
+    from relight_core import geometry, track
+
+    k = cam.k_matrix(cam.intrinsics_from_fov(30.0, size, size))
+    cfh = cam.invert_pose(cam.orbit_cam2head(yaw, 0.0, 0.0, radius=3.5))
+    verts = cam.transform_points(cfh, track.neutral_face())
+    tris, vn = geometry.face_surface(verts)
+    depth, _ = geometry.render_mesh(verts, tris, k, size, size, normals=vn).dense()
+    return verts, tris, vn, cfh, k, depth
+
+
+@pytest.mark.parametrize("yaw", [40.0, -40.0])
+def test_mirror_fill_textures_the_unseen_cheek_from_the_other_side(yaw: float) -> None:
+    """A face turned by 40 degrees, seen from the front: the cheek the nose hid takes the texture of its
+    mirror image, i.e. source pixels that show the mirrored point of the face."""
+    from relight_core import camera as cam
+
+    size = 256
+    verts, tris, vn, cfh, k, depth_in = turned_face(yaw, size)
+    new_from_input = cam.invert_pose(cam.orbit_cam2head(0.0, 0.0, 0.0, radius=3.5)) @ cam.invert_pose(cfh)
+    kk = (k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+    fill = render.mirror_fill(verts, tris, vn, new_from_input, k, kk, (size, size), depth_in,
+                              np.zeros((size, size), np.float32))
+    full = fill.weight >= 1.0
+    assert full.sum() > 200
+    side = np.sign(fill.xs[full] + 0.5 - size / 2)  # the frontal view's symmetry plane is the middle column
+    assert abs(side.mean()) > 0.95  # all on the side the turn hid
+    # where each source pixel's surface point lands in the frontal view: at the mirrored pixel
+    src = np.stack([fill.src_x[full] + 0.5, fill.src_y[full] + 0.5], 1)
+    d = depth_in[fill.src_y[full].round().astype(int), fill.src_x[full].round().astype(int)]
+    lands = cam.project(cam.transform_points(new_from_input, cam.unproject(src, d, k)), kk)
+    assert np.median(np.abs(lands[:, 0] - (size - (fill.xs[full] + 0.5)))) < 1.0
+    assert np.median(np.abs(lands[:, 1] - (fill.ys[full] + 0.5))) < 1.0
+
+
+def test_mirror_fill_leaves_a_well_seen_face_alone() -> None:
+    from relight_core import camera as cam
+
+    size = 256
+    verts, tris, vn, cfh, k, depth_in = turned_face(0.0, size)
+    new_from_input = cam.invert_pose(cam.orbit_cam2head(10.0, 5.0, 0.0, radius=3.5)) @ cam.invert_pose(cfh)
+    kk = (k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+    fill = render.mirror_fill(verts, tris, vn, new_from_input, k, kk, (size, size), depth_in,
+                              np.zeros((size, size), np.float32))
+    face_px = (depth_in > 0).sum()
+    assert fill.weight.sum() < 0.01 * face_px
+
+
+def test_a_lone_point_from_another_surface_is_dropped_from_the_splat() -> None:
+    """A surface's splat (source coordinates continuous) with one cell won by a point from far away in the
+    source (a grazing point of another surface) and a step edge to a second surface: only the lone
+    point goes."""
+    h, w = 40, 40
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    coords = np.stack([xx * 1.3, yy * 0.8, np.ones_like(xx)], -1)
+    coords[:, 25:, 0] += 30.0  # a second surface (an occluder's edge): continuous on its own side
+    coords[12, 10, :2] = (70.0, 3.0)  # the lone point
+    hit = np.ones((h, w), bool)
+    hit[30:, :5] = False  # and some holes
+    before = hit.copy()
+    render._drop_flying(hit, coords)
+    assert not hit[12, 10]
+    hit[12, 10] = True
+    assert (hit == before).all()
