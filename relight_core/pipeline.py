@@ -764,12 +764,12 @@ class FrameRenderer:
             layers["depth"] = (out_depth * inside).astype(np.float32)
         return layers
 
-
     def _fill_from_mirror(self, geo, view: tuple, depth_in: np.ndarray, depth_out: np.ndarray,
                           albedo: np.ndarray, maps: dict[str, np.ndarray | None]) -> None:
         """Novel-view face pixels the input saw badly or not at all take the mirrored side's albedo,
         shaded with their own normals (`render.mirror_fill`), in place in maps: "rgb" (relit), "albedo",
-        "shading" (h, w, 3) and "normal" (input-camera space), each None when not wanted."""
+        "shading" (h, w, 3) and "normal" (input-camera space), each None when not wanted. The SH light
+        only: a key light's cast shadow and specular are not drawn on those pixels."""
         from relight_core import intrinsic, render
 
         if geo.face_tris is None or self._output_sh is None:

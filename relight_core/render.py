@@ -660,11 +660,16 @@ class MirrorFill:
     src_y: np.ndarray
     normals: np.ndarray
 
+    @classmethod
+    def none(cls) -> MirrorFill:
+        empty = np.zeros(0, np.float32)
+        return cls(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty,
+                   np.zeros((0, 3), np.float32))
+
 
 def mirror_fill(vertices: np.ndarray, tris: np.ndarray, vertex_normals: np.ndarray,
                 new_from_input: np.ndarray, k_in: np.ndarray, k_out: tuple[float, float, float, float],
-                out_hw: tuple[int, int],
-                depth_in: np.ndarray, depth_out: np.ndarray) -> MirrorFill:
+                out_hw: tuple[int, int], depth_in: np.ndarray, depth_out: np.ndarray) -> MirrorFill:
     """Where a novel view shows face the input camera did not see (behind the nose, the far cheek) or saw
     edge-on, take the texture of the mirrored point on the other side of the face, when that is seen
     better: faces are close to symmetric, and the re-projection can only stretch what it has there.
@@ -690,19 +695,16 @@ def mirror_fill(vertices: np.ndarray, tris: np.ndarray, vertex_normals: np.ndarr
     candidate = (seen_v < MIRROR_POOR) & (seen_v[mirror] > seen_v + MIRROR_MARGIN)
     tris = np.asarray(tris)
     tris = tris[candidate[tris].any(axis=1)]  # only these can be filled: the splat's depth hides the rest
-    empty = np.zeros(0, np.float32)
     if len(tris) == 0:
-        return MirrorFill(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty,
-                          np.zeros((0, 3), np.float32))
+        return MirrorFill.none()
     v_new = cam.transform_points(new_from_input, v_in)
     x0, y0, x1, y1 = _pixel_box(cam.project(v_new[np.unique(tris)], k_out), h, w)
     if x1 <= x0 or y1 <= y0:
-        return MirrorFill(empty.astype(np.int64), empty.astype(np.int64), empty, empty, empty,
-                          np.zeros((0, 3), np.float32))
+        return MirrorFill.none()
     fx, fy, cx, cy = k_out  # rasterised in the box around those triangles only
     face = geometry.render_mesh(v_new, tris, cam.k_matrix((fx, fy, cx - x0, cy - y0)), y1 - y0, x1 - x0,
                                 normals=v_normals)  # interpolates the input-camera normals
-    face.ys += y0
+    face.ys += y0  # into the whole frame (face.cover stays the box's)
     face.xs += x0
     face.idx = face.ys * w + face.xs
     seen = _barycentric(seen_v[:, None], face.corners, face.lam)[:, 0]
