@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 
@@ -46,10 +47,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_NEGATIVE_VALUE = re.compile(r"-\.?\d")
+
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    """`--yaw -25:25` -> `--yaw=-25:25`: argparse takes a value that starts with a minus sign for an option
+    unless it is a plain number, so a keyframed range (or a view list) starting below zero needs the
+    `=` form; an option followed by a negative-number-like word is given it that way."""
+    out: list[str] = []
+    for word in argv:
+        if (out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_VALUE.match(word)):
+            out[-1] = f"{out[-1]}={word}"
+        else:
+            out.append(word)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USER_ERROR

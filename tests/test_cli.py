@@ -91,3 +91,13 @@ def test_bad_camera_file(tmp_path, astro_png):
     cams.write_text("{not json")
     out = tmp_path / "o"
     assert_user_error(relight(str(astro_png), "--camera", str(cams), "--out", str(out)), out, "cams.json")
+
+
+def test_a_keyframed_range_may_start_below_zero() -> None:
+    """`--yaw -25:25` is read as the value, not as an unknown option (argparse alone rejects it)."""
+    from relight_core import cli
+
+    argv = ["relight", "in.mp4", "--out", "o", "--yaw", "-25:25", "--pitch", "-5", "--roll", "3:-3"]
+    args = cli.build_parser().parse_args(cli.join_negative_values(argv))
+    assert (args.yaw, args.pitch, args.roll) == ("-25:25", "-5", "3:-3")
+    assert cli.join_negative_values(["--out", "-dir"]) == ["--out", "-dir"]  # not a number: left alone

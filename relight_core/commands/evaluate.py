@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target lights: preset names or light files (.txt/.npy/.json)")
     parser.add_argument("--views", nargs="+", default=["0/0"], metavar="YAW/PITCH",
                         help="views in degrees about the head centre, separate words or one comma list "
-                             "(0/0 is the input view; a list starting with a negative yaw needs the "
-                             "--views=-20/10,0/0 form) [0/0]")
+                             "(0/0 is the input view; start a list with a negative yaw as one comma list, "
+                             "--views -20/10,0/0) [0/0]")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for tables, plots and JSON")
     parser.add_argument("--frames", type=int, default=30, metavar="N", help="first N frames per clip [30]")
     parser.add_argument("--size", type=int, default=384, metavar="N", help="longer side in pixels [384]")
