@@ -23,6 +23,12 @@ MOVIE_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}
 DEFAULT_FPS = 25.0
 
+# OpenCV's FFmpeg reader prints its own errors ("moov atom not found") to stderr ahead of the one sentence
+# this module raises for an unreadable movie; it reads this variable whenever it opens a file. Set
+# RELIGHT_NATIVE_LOGS=1 to see them (as for MediaPipe's, `track.quiet_native_stderr`).
+if not os.environ.get("RELIGHT_NATIVE_LOGS"):
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+
 # --------------------------------------------------------------------------------------------- colour
 
 

@@ -45,7 +45,9 @@ def test_corrupt_movie(tmp_path):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x01not a movie" * 100)
     out = tmp_path / "o"
-    assert_user_error(relight(str(bad), "--out", str(out)), out, "broken.mp4")
+    res = relight(str(bad), "--out", str(out))
+    assert_user_error(res, out, "broken.mp4")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # FFmpeg's own messages are silenced
 
 
 def test_no_face(tmp_path):
