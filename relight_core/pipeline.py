@@ -950,8 +950,10 @@ def _run_frames(job: RelightJob, footage, target, views: ViewPlan, out: Path, n_
         "seconds": round(total_s, 3),
         "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
         "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
-        "fps_processing": round(processed / max(sum(timings[s] for s in PROCESSING_STAGES), 1e-9), 2),
-        "fps_end_to_end": round(processed / max(pass2_s, 1e-9), 2),
+        # null when every frame was already done: a rate over no frames means nothing
+        "fps_processing": round(processed / max(sum(timings[s] for s in PROCESSING_STAGES), 1e-9), 2)
+        if frames_written else None,
+        "fps_end_to_end": round(processed / max(pass2_s, 1e-9), 2) if frames_written else None,
         "pass2_seconds": round(pass2_s, 3),
     }
     _write_json(report_path, report)

@@ -244,6 +244,7 @@ def test_resume_renders_again_when_the_settings_changed(tmp_path, astro_png):
     # the same settings again: nothing to do
     rep = run(out=out, inp=astro_png, camera=cam, size=128, lighting="rembrandt", resume=True)
     assert rep["totals"]["written"] == 0 and rep["totals"]["skipped"] == 2
+    assert rep["totals"]["fps_end_to_end"] is None  # no rate over no frames
 
 
 def test_exr_layers_and_transparent_background(tmp_path, astro_png):

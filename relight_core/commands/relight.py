@@ -132,8 +132,7 @@ class TerminalProgress:
                 self.stage = event["stage"]
                 self.bar = tqdm(total=event["total"], desc=self.stage, unit="frame", file=sys.stderr,
                                 dynamic_ncols=True)
-            self.bar.n = event["done"]
-            self.bar.refresh()
+            self.bar.update(event["done"] - self.bar.n)  # update(), not n=: tqdm's rate needs it
         elif kind == "warning":
             msg = f"warning: frame {event['frame']}: {event['message']}" if event.get("frame") is not None \
                 else f"warning: {event['message']}"
@@ -158,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sink.close()
     t = report["totals"]
+    rate = f" ({t['fps_end_to_end']} fps end to end)" if t["fps_end_to_end"] else ""
     print(f"relit {t['written']} frame(s) ({t['skipped']} already done) into {report['output']}; "
-          f"report: {report['output']}/report.json ({t['fps_end_to_end']} fps end to end)")
+          f"report: {report['output']}/report.json{rate}")
     return 0
