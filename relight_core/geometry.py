@@ -415,6 +415,13 @@ def _face_surface_topology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return tris, free, membrane_weights(tris, 478, free)
 
 
+def prepare() -> None:
+    """Build the cached mesh topology now (imports MediaPipe's mesh and derives the neutral face: about
+    1.5 s, once per process), so that a run whose tracking came from the cache does not charge it to its
+    first frame's geometry time."""
+    _face_surface_topology()
+
+
 def face_surface(vertices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The rendered face surface of lifted landmarks (478, 3) cam space -> (faces (T', 3) int32, unit
     vertex normals (478, 3) cam space).

@@ -589,8 +589,9 @@ class FrameRenderer:
     STAGES = ("decode", "geometry", "intrinsic", "temporal", "render", "write")
 
     def __init__(self, job: RelightJob, analysis, target, views: ViewPlan, fps: float) -> None:
-        from relight_core import temporal
+        from relight_core import geometry, temporal
 
+        geometry.prepare()
         self.job, self.analysis, self.target, self.views = job, analysis, target, views
         self.light_filter = temporal.SHSmoother(fps=fps) if job.smoothing else None
         self.albedo_filter = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
