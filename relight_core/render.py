@@ -417,8 +417,10 @@ def splat_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray
     sub = np.s_[max(by - margin_px, 0):by + bh + margin_px, max(bx - margin_px, 0):bx + bw + margin_px]
     solid = hit | _crack(hit)  # hits and cracks of 1-2 px between them
     wide = (cover[sub] > 0) & ~solid[sub]  # holes wider than a crack, maybe disocclusions
-    # push-pull fills the cracks, the holes and the margin around the silhouette (hits stay, up to rounding)
+    # push-pull fills the cracks, the holes and the margin around the silhouette (hits stay, up to rounding);
+    # cracks then take their neighbours' mean, closer than push-pull's coarse levels
     coords[sub] = _push_pull(np.ascontiguousarray(coords[sub]), hit[sub].astype(np.float32), levels=6)
+    coords[sub] = _fill_cracks(coords[sub], hit[sub], solid[sub] & ~hit[sub], k_out[0])
     coords[sub] = _fill_from_behind(coords[sub], hit[sub], wide, points, valid, k_out[0])
     # sub-pixel positions, except beside a wide hole (a disocclusion: they would reach into the occluder)
     # and near the silhouette (the derivatives would see the extrapolated margin)
@@ -427,6 +429,26 @@ def splat_maps(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray
     map_x, map_y = _subpixel_offsets(coords[..., 0], coords[..., 1], landed)
     depth = np.where(cover > 0, coords[..., 2], 0.0).astype(np.float32)
     return map_x, map_y, cover, depth
+
+
+def _fill_cracks(coords: np.ndarray, hit: np.ndarray, cracks: np.ndarray, fx: float,
+                 step_footprints: float = 16.0) -> np.ndarray:
+    """coords (h, w, 3) source x, y and depth; hit, cracks (h, w) bool -> coords with each crack cell set to
+    the mean of the hits in its 3x3 neighbourhood that lie on the front-most surface around it (depth
+    within `step_footprints` pixel footprints of the nearest hit in 5x5), so that a crack beside an
+    occlusion edge takes the occluder's coordinates only. Where the view magnifies the surface (hits
+    every 1.5-2 px), push-pull's coarse levels alternated with the exact hits: a mosaic of 2x2 blocks at
+    step 2. Cracks with no such neighbour keep their value."""
+    z = coords[..., 2]
+    z_hit = np.where(hit, z, np.float32(1e30))  # finite: erode's border value is FLT_MAX
+    nearest = cv2.erode(z_hit, np.ones((5, 5), np.uint8))
+    front = (hit & (z <= nearest * np.float32(1.0 + step_footprints / fx))).astype(np.float32)
+    n = cv2.boxFilter(front, -1, (3, 3), normalize=False)
+    total = cv2.boxFilter(cv2.multiply(coords, rgb3(front)), -1, (3, 3), normalize=False)
+    mean = cv2.divide(total, rgb3(np.maximum(n, 1.0)))
+    out = np.ascontiguousarray(coords).copy()
+    np.copyto(out, mean, where=(cracks & (n > 0))[..., None])
+    return out
 
 
 def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
@@ -458,19 +480,112 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
     v = cy - fy * q[:, 1] / zs
     iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
     inside = np.flatnonzero((z > 1e-3) & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h))
-    tgt = iv[inside] * w + iu[inside]
+    # the points, then the samples of stretched triangles (`_stretched_samples`) at pixel centres
+    sx, sy, sz, scell = _stretched_samples(u, v, z, idx, valid.shape, k_out[0], out_hw)
+    tgt = np.concatenate([iv[inside] * w + iu[inside], scell])
+    z_all = np.concatenate([z[inside], sz])
     zbuf = torch.from_numpy(np.full(h * w, np.inf, np.float32))
-    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z[inside]), "amin")
-    nearest = z[inside] <= zbuf.numpy()[tgt] + 1e-6
-    win, cell = inside[nearest], tgt[nearest]  # the points nearest in their cell, and that cell
+    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z_all), "amin")
+    nearest = np.flatnonzero(z_all <= zbuf.numpy()[tgt] + 1e-6)
+    pts = nearest[nearest < inside.size]  # nearest in their cell among the points, and their cells
+    win, cell = inside[pts], tgt[pts]
     src = idx[win]
     for i, val in enumerate((src % w_in - pad, src // w_in - pad, z[win], iu[win] + 0.5 - u[win],
                              iv[win] + 0.5 - v[win])):
         maps[i, cell] = val
+    tri = nearest[nearest >= inside.size] - inside.size  # triangle samples: at the cell centre, landed 0
+    for i, val in enumerate((sx[tri] - pad, sy[tri] - pad, sz[tri], 0.0, 0.0)):
+        maps[i, scell[tri]] = val
     hit = np.zeros(h * w, bool)
     hit[cell] = True
+    hit[scell[tri]] = True
     x, y, z_new, du, dv = maps.reshape(5, h, w)
     return hit.reshape(h, w), cv2.merge((x, y, z_new)), cv2.merge((du, dv))
+
+
+STRETCH_AREA = 1.5  # a source triangle (area 1/2 px) covering more output px^2 than this is rasterised
+STRETCH_MAX_PX = 7  # ... when at most this many pixel centres fall in its bounding box across (else left
+                    # to the fill)
+
+
+def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
+                       fx: float, out_hw: tuple[int, int], step_footprints: float = 16.0
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the new view stretches the surface (a rim turned toward the camera), one splatted point per
+    source pixel leaves gaps, and filling them from coarser levels alternates with the exact hits (a
+    speckled edge). This rasterises the source grid's triangles that cover more than STRETCH_AREA output
+    px^2 at the output pixel centres inside them, interpolating source position and depth linearly.
+
+    u, v, z (N,): where the points of source pixels idx (N,) (flat indices into a grid of `shape`) land
+    and their new depth; fx: the new camera's focal length (px); out_hw: the output grid. A triangle is
+    taken only when its corners are valid and on one surface (neighbouring depths differ by less than
+    `step_footprints` pixel footprints z / fx: not an occlusion edge).
+    Returns (x, y, depth, cell) (M,): source pixel coordinates, depth and flat output cell of each sample.
+    """
+    tri = _stretched_triangles(u, v, z, idx, shape, fx, step_footprints)
+    tu, tv, tz, tx, ty = tri[:, 0:3], tri[:, 3:6], tri[:, 6:9], tri[:, 9:12], tri[:, 12:15]
+    # candidate pixel centres (x + 0.5, y + 0.5): each triangle's bounding box, in a few window sizes
+    x0 = np.floor(tu.min(1) - 0.5).astype(np.int64) + 1
+    y0 = np.floor(tv.min(1) - 0.5).astype(np.int64) + 1
+    n = np.maximum(np.floor(tu.max(1) - 0.5).astype(np.int64) + 1 - x0,
+                   np.floor(tv.max(1) - 0.5).astype(np.int64) + 1 - y0)
+    h, w = out_hw
+    d = (tu[:, 1] - tu[:, 0]) * (tv[:, 2] - tv[:, 0]) - (tu[:, 2] - tu[:, 0]) * (tv[:, 1] - tv[:, 0])
+    out: list[list[np.ndarray]] = [[], [], [], []]
+    lo = 0
+    for size in (1, 2, 4, STRETCH_MAX_PX):
+        t = np.flatnonzero((n > lo) & (n <= size))
+        lo = size
+        if t.size == 0:
+            continue
+        gx, gy = np.meshgrid(np.arange(size), np.arange(size))
+        px = x0[t, None] + gx.ravel()[None, :]
+        py = y0[t, None] + gy.ravel()[None, :]
+        du, dv = px + (0.5 - tu[t, :1]), py + (0.5 - tv[t, :1])
+        inv = 1.0 / d[t, None]
+        l1 = (du * (tv[t, 2:] - tv[t, :1]) - (tu[t, 2:] - tu[t, :1]) * dv) * inv  # barycentric coordinates
+        l2 = ((tu[t, 1:2] - tu[t, :1]) * dv - du * (tv[t, 1:2] - tv[t, :1])) * inv
+        l0 = 1.0 - l1 - l2
+        k, j = np.nonzero((np.minimum(np.minimum(l0, l1), l2) >= -1e-4)
+                          & (px >= 0) & (px < w) & (py >= 0) & (py < h))
+        lam = np.stack([l0[k, j], l1[k, j], l2[k, j]], 1)
+        for o, corner in zip(out, (tx, ty, tz), strict=False):
+            o.append(np.einsum("ij,ij->i", lam, corner[t[k]]))
+        out[3].append(py[k, j] * w + px[k, j])
+    if not out[3]:
+        empty = np.zeros(0, np.float32)
+        return empty, empty, empty, np.zeros(0, np.int64)
+    x, y, depth, cell = (np.concatenate(o) for o in out)
+    return x.astype(np.float32), y.astype(np.float32), depth.astype(np.float32), cell
+
+
+_QUAD_TRIANGLES = (((0, 0), (0, 1), (1, 0)), ((1, 1), (1, 0), (0, 1)))  # (row, col) corners in a 2x2 quad
+
+
+def _stretched_triangles(u: np.ndarray, v: np.ndarray, z: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
+                         fx: float, step_footprints: float) -> np.ndarray:
+    """The source grid's triangles that `_stretched_samples` rasterises -> (M, 15) float32: per triangle
+    its corners' u (3), v (3), new depth (3), source x (3) and source y (3)."""
+    h_in, w_in = shape
+    rows, cols = np.divmod(idx, w_in)
+    r0, c0 = int(rows.min()), int(cols.min())
+    hh, ww = int(rows.max()) + 1 - r0, int(cols.max()) + 1 - c0
+    grid = np.full((3, hh * ww), np.nan, np.float32)
+    flat = (rows - r0) * ww + (cols - c0)
+    for g, val in zip(grid, (u, v, z), strict=True):
+        g[flat] = val
+    grid = grid.reshape(3, hh, ww)
+    found = []
+    for corners in _QUAD_TRIANGLES:
+        (u0, v0, z0), (u1, v1, z1), (u2, v2, z2) = (grid[:, a:a + hh - 1, b:b + ww - 1] for a, b in corners)
+        area2 = np.abs((u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0))  # NaN where a corner is missing
+        tol = step_footprints / fx * z0
+        r, q = np.nonzero((area2 > 2 * STRETCH_AREA) & (np.abs(z1 - z0) < tol) & (np.abs(z2 - z0) < tol)
+                          & (np.abs(z2 - z1) < tol))
+        cols_ = [g[r, q] for g in (u0, u1, u2, v0, v1, v2, z0, z1, z2)]
+        cols_ += [q + (c0 + b) for _, b in corners] + [r + (r0 + a) for a, _ in corners]
+        found.append(np.stack(cols_, 1).astype(np.float32))
+    return np.concatenate(found)
 
 
 def _drop_flying(hit: np.ndarray, coords: np.ndarray, reach: int = 2, min_agree: int = 2) -> None:
