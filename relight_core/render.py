@@ -480,12 +480,17 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
     v = cy - fy * q[:, 1] / zs
     iu, iv = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
     inside = np.flatnonzero((z > 1e-3) & (iu >= 0) & (iu < w) & (iv >= 0) & (iv < h))
-    # the points, then the samples of stretched triangles (`_stretched_samples`) at pixel centres
-    sx, sy, sz, scell = _stretched_samples(u, v, z, idx, valid.shape, k_out[0], out_hw)
-    tgt = np.concatenate([iv[inside] * w + iu[inside], scell])
-    z_all = np.concatenate([z[inside], sz])
+    # the points, then the samples of stretched triangles (`_stretched_samples`) at pixel centres, looked
+    # for only around points that landed where the points alone cover the surface sparsely
+    tgt = iv[inside] * w + iu[inside]
     zbuf = torch.from_numpy(np.full(h * w, np.inf, np.float32))
-    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z_all), "amin")
+    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z[inside]), "amin")
+    sparse = cv2.boxFilter(np.isfinite(zbuf.numpy()).reshape(h, w).astype(np.float32), -1, (3, 3)) < 0.5
+    sx, sy, sz, scell = _stretched_samples(u, v, z, idx[inside[sparse.reshape(-1)[tgt]]], idx, valid.shape,
+                                           k_out[0], out_hw)
+    zbuf.scatter_reduce_(0, torch.from_numpy(scell), torch.from_numpy(sz), "amin")
+    tgt = np.concatenate([tgt, scell])
+    z_all = np.concatenate([z[inside], sz])
     nearest = np.flatnonzero(z_all <= zbuf.numpy()[tgt] + 1e-6)
     pts = nearest[nearest < inside.size]  # nearest in their cell among the points, and their cells
     win, cell = inside[pts], tgt[pts]
@@ -508,21 +513,22 @@ STRETCH_MAX_PX = 7  # ... when at most this many pixel centres fall in its bound
                     # to the fill)
 
 
-def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
-                       fx: float, out_hw: tuple[int, int], step_footprints: float = 16.0
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.ndarray, idx: np.ndarray,
+                       shape: tuple[int, int], fx: float, out_hw: tuple[int, int],
+                       step_footprints: float = 16.0) -> tuple[np.ndarray, ...]:
     """Where the new view stretches the surface (a rim turned toward the camera), one splatted point per
     source pixel leaves gaps, and filling them from coarser levels alternates with the exact hits (a
     speckled edge). This rasterises the source grid's triangles that cover more than STRETCH_AREA output
     px^2 at the output pixel centres inside them, interpolating source position and depth linearly.
 
     u, v, z (N,): where the points of source pixels idx (N,) (flat indices into a grid of `shape`) land
-    and their new depth; fx: the new camera's focal length (px); out_hw: the output grid. A triangle is
-    taken only when its corners are valid and on one surface (neighbouring depths differ by less than
-    `step_footprints` pixel footprints z / fx: not an occlusion edge).
+    and their new depth; near (K,): the source pixels (flat indices) whose triangles to look at (the
+    triangles of the 4 quads around each); fx: the new camera's focal length (px); out_hw: the output
+    grid. A triangle is taken only when its corners are valid and on one surface (neighbouring depths
+    differ by less than `step_footprints` pixel footprints z / fx: not an occlusion edge).
     Returns (x, y, depth, cell) (M,): source pixel coordinates, depth and flat output cell of each sample.
     """
-    tri = _stretched_triangles(u, v, z, idx, shape, fx, step_footprints)
+    tri = _stretched_triangles(u, v, z, near, idx, shape, fx, step_footprints)
     tu, tv, tz, tx, ty = tri[:, 0:3], tri[:, 3:6], tri[:, 6:9], tri[:, 9:12], tri[:, 12:15]
     # candidate pixel centres (x + 0.5, y + 0.5): each triangle's bounding box, in a few window sizes
     x0 = np.floor(tu.min(1) - 0.5).astype(np.int64) + 1
@@ -562,29 +568,31 @@ def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, idx: np.ndar
 _QUAD_TRIANGLES = (((0, 0), (0, 1), (1, 0)), ((1, 1), (1, 0), (0, 1)))  # (row, col) corners in a 2x2 quad
 
 
-def _stretched_triangles(u: np.ndarray, v: np.ndarray, z: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
-                         fx: float, step_footprints: float) -> np.ndarray:
-    """The source grid's triangles that `_stretched_samples` rasterises -> (M, 15) float32: per triangle
-    its corners' u (3), v (3), new depth (3), source x (3) and source y (3)."""
+def _stretched_triangles(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.ndarray, idx: np.ndarray,
+                         shape: tuple[int, int], fx: float, step_footprints: float) -> np.ndarray:
+    """The triangles that `_stretched_samples` rasterises, among those of the quads around the source
+    pixels `near` -> (M, 15) float32: per triangle its corners' u (3), v (3), new depth (3), source x (3)
+    and source y (3)."""
     h_in, w_in = shape
-    rows, cols = np.divmod(idx, w_in)
-    r0, c0 = int(rows.min()), int(cols.min())
-    hh, ww = int(rows.max()) + 1 - r0, int(cols.max()) + 1 - c0
-    grid = np.full((3, hh * ww), np.nan, np.float32)
-    flat = (rows - r0) * ww + (cols - c0)
+    if near.size == 0:
+        return np.zeros((0, 15), np.float32)
+    grid = np.full((3, h_in * w_in), np.nan, np.float32)
     for g, val in zip(grid, (u, v, z), strict=True):
-        g[flat] = val
-    grid = grid.reshape(3, hh, ww)
+        g[idx] = val
+    # quads (by their top-left pixel) that have a `near` pixel as a corner, inside the grid
+    quad = np.unique((near[:, None] - np.array([0, 1, w_in, w_in + 1])[None, :]).ravel())
+    quad = quad[(quad >= 0) & (quad % w_in < w_in - 1) & (quad // w_in < h_in - 1)]
     found = []
     for corners in _QUAD_TRIANGLES:
-        (u0, v0, z0), (u1, v1, z1), (u2, v2, z2) = (grid[:, a:a + hh - 1, b:b + ww - 1] for a, b in corners)
+        at = [quad + a * w_in + b for a, b in corners]
+        (u0, u1, u2), (v0, v1, v2), (z0, z1, z2) = ([g[c] for c in at] for g in grid)
         area2 = np.abs((u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0))  # NaN where a corner is missing
         tol = step_footprints / fx * z0
-        r, q = np.nonzero((area2 > 2 * STRETCH_AREA) & (np.abs(z1 - z0) < tol) & (np.abs(z2 - z0) < tol)
-                          & (np.abs(z2 - z1) < tol))
-        cols_ = [g[r, q] for g in (u0, u1, u2, v0, v1, v2, z0, z1, z2)]
-        cols_ += [q + (c0 + b) for _, b in corners] + [r + (r0 + a) for a, _ in corners]
-        found.append(np.stack(cols_, 1).astype(np.float32))
+        sel = np.flatnonzero((area2 > 2 * STRETCH_AREA) & (np.abs(z1 - z0) < tol) & (np.abs(z2 - z0) < tol)
+                             & (np.abs(z2 - z1) < tol))
+        cols = [c[sel] for c in (u0, u1, u2, v0, v1, v2, z0, z1, z2)]
+        cols += [c[sel] % w_in for c in at] + [c[sel] // w_in for c in at]
+        found.append(np.stack(cols, 1).astype(np.float32))
     return np.concatenate(found)
 
 
