@@ -739,6 +739,8 @@ class FrameRenderer:
                                                              step=step)
             out_alpha = render.sample(alpha, mx, my) * cover
             cover3 = rgb3(cover)
+            plate = render.inpaint_background(img, alpha)
+            render.decontaminate_edge(relit, img, alpha, plate)  # a turned rim stretches the matte's edge
             out_rgb = render.sample(relit, mx, my)
             out_albedo = render.sample(albedo, mx, my) * cover3 if "albedo" in want else None
             out_shading = render.sample(shading, mx, my) * cover3 if "shading" in want else None
@@ -749,8 +751,7 @@ class FrameRenderer:
             if out_normals is not None:
                 out_normals = out_normals @ new_from_input[:3, :3].astype(np.float32).T
                 out_normals /= rgb3(np.maximum(np.linalg.norm(out_normals, axis=-1), 1e-6))
-            bg = None if job.background == "transparent" else render.inpaint_background(img, alpha)
-            rgba = render.composite(out_rgb, out_alpha, bg)
+            rgba = render.composite(out_rgb, out_alpha, None if job.background == "transparent" else plate)
         layers: dict[str, np.ndarray] = {}
         if "rgba" in want:
             layers["rgba"] = rgba

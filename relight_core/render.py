@@ -892,6 +892,29 @@ def sample_points(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
+EDGE_ALPHA_MIN = 0.25  # below this matte value the foreground colour is not solved for (noise / alpha)
+
+
+def decontaminate_edge(rgb: np.ndarray, img: np.ndarray, alpha: np.ndarray, plate: np.ndarray) -> None:
+    """Remove the background's share from the colour of the matte's soft edge, in place.
+
+    rgb (H, W, 3): the relit person, which at the edge inherits the input pixel's mix of person and
+    background; img (H, W, 3) that input; alpha (H, W) the matte; plate (H, W, 3) the background without
+    the person (`inpaint_background`). Where 0.02 < alpha < 0.98 the input's foreground colour solves the
+    matting equation img = alpha F + (1 - alpha) plate, F = plate + (img - plate) / alpha (alpha at least
+    EDGE_ALPHA_MIN), and rgb is scaled per channel by F / img (at most 4x). A novel view stretches a rim
+    turned toward the camera several times, and with it these edge pixels: without this they show the
+    wall or sky behind the hair as pale or tinted streaks.
+    """
+    ys, xs = np.nonzero((alpha > 0.02) & (alpha < 0.98))
+    if ys.size == 0:
+        return
+    a = np.maximum(alpha[ys, xs], EDGE_ALPHA_MIN)[:, None]
+    seen, behind = img[ys, xs], plate[ys, xs]
+    fore = np.maximum(behind + (seen - behind) / a, 0.0)
+    rgb[ys, xs] *= np.clip(fore / np.maximum(seen, 1e-4), 0.0, 4.0)
+
+
 MIRROR_EDGE_SMOOTH = 2.0  # Gaussian sigma (half-res px) of the mirror points along the hole's edge
 
 

@@ -185,6 +185,23 @@ def test_background_fill_without_anything_to_fill_from():
     assert np.array_equal(render.inpaint_background(plate, np.zeros_like(full)), plate)
 
 
+def test_edge_decontamination_recovers_the_foreground_colour():
+    """At the matte's soft edge the input mixes person and background; a novel view stretches that edge,
+    so its colour is solved from the matting equation (here exactly, from alpha 0.25 up)."""
+    alpha = np.tile(np.linspace(0.0, 1.0, 41, dtype=np.float32), (3, 1))
+    fore, back = np.array([0.2, 0.1, 0.05], np.float32), np.array([0.9, 0.8, 0.95], np.float32)
+    img = alpha[..., None] * fore + (1 - alpha[..., None]) * back
+    relit = 0.5 * img  # some new light: half as bright
+    before = relit.copy()
+    render.decontaminate_edge(relit, img, alpha, np.broadcast_to(back, img.shape).copy())
+    solved = (alpha >= render.EDGE_ALPHA_MIN) & (alpha < 0.98)
+    assert np.allclose(relit[solved], 0.5 * fore, atol=1e-5)
+    untouched = (alpha <= 0.02) | (alpha >= 0.98)
+    assert np.array_equal(relit[untouched], before[untouched])
+    weak = (alpha > 0.02) & (alpha < render.EDGE_ALPHA_MIN)  # partly: noise would grow as 1 / alpha
+    assert (relit[weak][:, 0] < before[weak][:, 0]).all()
+
+
 def test_exposure_scale_matches_mean_irradiance():
     a = np.zeros((9, 3))
     a[0] = 1.0
