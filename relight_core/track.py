@@ -32,7 +32,7 @@ pr_trudeau_frames our yaw over 100 frames against the EG3D cameras (a metric 3DM
 clips turned by +-20 deg yaw and +-12 deg pitch, re-tracked: MediaPipe reads the turn x 0.92 (yaw) and
 x 0.91 (pitch) on average over the six subjects with z as given, x 1.08 / 1.06 with 1.15 x z, and
 x 1.02 / 1.00 with 1.08 x z. Per person the yaw gain still spreads from 0.90 (the astronaut) to 1.14
-(lp_d0): one scale cannot fit every face (0.86 to 1.13, x 1.01 on average, since the novel-view
+(lp_d0): one scale cannot fit every face (0.88 to 1.13, x 1.01 on average, since the novel-view
 resampling of `d66a885`; it falls as MediaPipe reads a face deeper, see the README).
 """
 
