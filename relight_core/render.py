@@ -509,8 +509,7 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
 
 
 STRETCH_AREA = 1.5  # a source triangle (area 1/2 px) covering more output px^2 than this is rasterised
-STRETCH_MAX_PX = 7  # ... when at most this many pixel centres fall in its bounding box across (else left
-                    # to the fill)
+STRETCH_MAX_PX = 7  # ... when it spans at most this many output px across (else left to the fill)
 
 
 def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.ndarray, idx: np.ndarray,
@@ -518,8 +517,8 @@ def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.nda
                        step_footprints: float = 16.0) -> tuple[np.ndarray, ...]:
     """Where the new view stretches the surface (a rim turned toward the camera), one splatted point per
     source pixel leaves gaps, and filling them from coarser levels alternates with the exact hits (a
-    speckled edge). This rasterises the source grid's triangles that cover more than STRETCH_AREA output
-    px^2 at the output pixel centres inside them, interpolating source position and depth linearly.
+    speckled edge). This rasterises (`geometry.rasterize_sparse`) the source grid's triangles that cover
+    more than STRETCH_AREA output px^2, interpolating source position and depth linearly.
 
     u, v, z (N,): where the points of source pixels idx (N,) (flat indices into a grid of `shape`) land
     and their new depth; near (K,): the source pixels (flat indices) whose triangles to look at (the
@@ -528,41 +527,18 @@ def _stretched_samples(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.nda
     differ by less than `step_footprints` pixel footprints z / fx: not an occlusion edge).
     Returns (x, y, depth, cell) (M,): source pixel coordinates, depth and flat output cell of each sample.
     """
+    from relight_core.geometry import rasterize_sparse
+
     tri = _stretched_triangles(u, v, z, near, idx, shape, fx, step_footprints)
-    tu, tv, tz, tx, ty = tri[:, 0:3], tri[:, 3:6], tri[:, 6:9], tri[:, 9:12], tri[:, 12:15]
-    # candidate pixel centres (x + 0.5, y + 0.5): each triangle's bounding box, in a few window sizes
-    x0 = np.floor(tu.min(1) - 0.5).astype(np.int64) + 1
-    y0 = np.floor(tv.min(1) - 0.5).astype(np.int64) + 1
-    n = np.maximum(np.floor(tu.max(1) - 0.5).astype(np.int64) + 1 - x0,
-                   np.floor(tv.max(1) - 0.5).astype(np.int64) + 1 - y0)
-    h, w = out_hw
-    d = (tu[:, 1] - tu[:, 0]) * (tv[:, 2] - tv[:, 0]) - (tu[:, 2] - tu[:, 0]) * (tv[:, 1] - tv[:, 0])
-    out: list[list[np.ndarray]] = [[], [], [], []]
-    lo = 0
-    for size in (1, 2, 4, STRETCH_MAX_PX):
-        t = np.flatnonzero((n > lo) & (n <= size))
-        lo = size
-        if t.size == 0:
-            continue
-        gx, gy = np.meshgrid(np.arange(size), np.arange(size))
-        px = x0[t, None] + gx.ravel()[None, :]
-        py = y0[t, None] + gy.ravel()[None, :]
-        du, dv = px + (0.5 - tu[t, :1]), py + (0.5 - tv[t, :1])
-        inv = 1.0 / d[t, None]
-        l1 = (du * (tv[t, 2:] - tv[t, :1]) - (tu[t, 2:] - tu[t, :1]) * dv) * inv  # barycentric coordinates
-        l2 = ((tu[t, 1:2] - tu[t, :1]) * dv - du * (tv[t, 1:2] - tv[t, :1])) * inv
-        l0 = 1.0 - l1 - l2
-        k, j = np.nonzero((np.minimum(np.minimum(l0, l1), l2) >= -1e-4)
-                          & (px >= 0) & (px < w) & (py >= 0) & (py < h))
-        lam = np.stack([l0[k, j], l1[k, j], l2[k, j]], 1)
-        for o, corner in zip(out, (tx, ty, tz), strict=False):
-            o.append(np.einsum("ij,ij->i", lam, corner[t[k]]))
-        out[3].append(py[k, j] * w + px[k, j])
-    if not out[3]:
+    if len(tri) == 0:
         empty = np.zeros(0, np.float32)
         return empty, empty, empty, np.zeros(0, np.int64)
-    x, y, depth, cell = (np.concatenate(o) for o in out)
-    return x.astype(np.float32), y.astype(np.float32), depth.astype(np.float32), cell
+    h, w = out_hw
+    corners = np.arange(3 * len(tri)).reshape(-1, 3)
+    pixels = np.stack([tri[:, 0:3].ravel(), tri[:, 3:6].ravel()], axis=1)
+    _, ys, xs, tid, lam = rasterize_sparse(pixels, tri[:, 6:9].ravel(), corners, h, w)
+    x, y, depth = (rowdot(lam, tri[tid, a:a + 3]) for a in (9, 12, 6))
+    return x, y, depth, (ys * w + xs).astype(np.int64)
 
 
 _QUAD_TRIANGLES = (((0, 0), (0, 1), (1, 0)), ((1, 1), (1, 0), (0, 1)))  # (row, col) corners in a 2x2 quad
@@ -588,8 +564,9 @@ def _stretched_triangles(u: np.ndarray, v: np.ndarray, z: np.ndarray, near: np.n
         (u0, u1, u2), (v0, v1, v2), (z0, z1, z2) = ([g[c] for c in at] for g in grid)
         area2 = np.abs((u1 - u0) * (v2 - v0) - (u2 - u0) * (v1 - v0))  # NaN where a corner is missing
         tol = step_footprints / fx * z0
-        sel = np.flatnonzero((area2 > 2 * STRETCH_AREA) & (np.abs(z1 - z0) < tol) & (np.abs(z2 - z0) < tol)
-                             & (np.abs(z2 - z1) < tol))
+        span = np.fmax(np.fmax(np.abs(u1 - u0), np.abs(u2 - u0)), np.fmax(np.abs(v1 - v0), np.abs(v2 - v0)))
+        sel = np.flatnonzero((area2 > 2 * STRETCH_AREA) & (span <= STRETCH_MAX_PX) & (np.abs(z1 - z0) < tol)
+                             & (np.abs(z2 - z0) < tol) & (np.abs(z2 - z1) < tol))
         cols = [c[sel] for c in (u0, u1, u2, v0, v1, v2, z0, z1, z2)]
         cols += [c[sel] % w_in for c in at] + [c[sel] // w_in for c in at]
         found.append(np.stack(cols, 1).astype(np.float32))

@@ -308,7 +308,7 @@ def test_a_rim_turned_toward_the_camera_is_resampled_smoothly():
     rim = np.zeros_like(run)
     rim[:, :cols.min() + (cols.max() - cols.min()) // 4] = True  # the quarter the camera turned toward
     rough = np.abs(np.diff(mx, 2, axis=1))[run & rim]
-    assert rough.mean() < 0.6 and rough.max() < 6.0, (rough.mean(), rough.max())  # measured 0.22, 3.0
+    assert rough.mean() < 0.6 and rough.max() < 6.0, (rough.mean(), rough.max())  # measured 0.23, 4.3
     u, v, z, idx, shape, fx = _projected_sphere(size, new_from_input, kk)
     x, y, depth, cell = render._stretched_samples(u, v, z, idx, idx, shape, fx, (size, size))
     assert cell.size > 0 and np.isfinite(np.c_[x, y, depth]).all()
