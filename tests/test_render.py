@@ -319,10 +319,10 @@ def _projected_sphere(size: int, new_from_input, kk):
     """The sphere's source pixels projected into the new view -> (u, v, z, idx, shape, fx)."""
     p, _, mask, _ = sphere_maps(size)
     idx = np.flatnonzero(mask.reshape(-1))
-    q = np.c_[p.reshape(-1, 3)[idx], np.ones(idx.size)] @ np.asarray(new_from_input).T
-    fx, fy, cx, cy = kk
-    z = -q[:, 2]
-    return (fx * q[:, 0] / z + cx), (cy - fy * q[:, 1] / z), z, idx, mask.shape, fx
+    pts = p.reshape(-1, 3)[idx]
+    uv = project(pts, new_from_input, kk) + 0.5  # `project` puts pixel centres at integers
+    z = -(np.c_[pts, np.ones(idx.size)] @ np.asarray(new_from_input)[2])
+    return uv[:, 0], uv[:, 1], z, idx, mask.shape, kk[0]
 
 
 def disc_edge_offsets(alpha, centre, radius, angles):
