@@ -106,9 +106,9 @@ class Geometry:
 # --------------------------------------------------------------------------------------------- topology
 
 def _connections():
-    from relight_core.track import _mp
+    from relight_core.face_model import mediapipe_module
 
-    return _mp().solutions.face_mesh_connections
+    return mediapipe_module().solutions.face_mesh_connections
 
 
 def triangles_from_edges(edges, vertices: np.ndarray, outward: np.ndarray | None = None) -> np.ndarray:
@@ -175,7 +175,7 @@ def triangles_from_edges(edges, vertices: np.ndarray, outward: np.ndarray | None
 @functools.lru_cache(maxsize=1)
 def face_triangles() -> np.ndarray:
     """The landmark mesh's faces (T, 3) int32, wound so that normals point out of the face (cached)."""
-    from relight_core.track import neutral_face
+    from relight_core.face_model import neutral_face
 
     return triangles_from_edges(_connections().FACEMESH_TESSELATION, neutral_face())
 
@@ -184,7 +184,7 @@ def face_triangles() -> np.ndarray:
 def face_mirror() -> np.ndarray:
     """Each landmark's left/right mirror partner (478,) int (midline landmarks: themselves), from the
     symmetric neutral face (cached)."""
-    from relight_core.track import mirror_pairs, neutral_face
+    from relight_core.face_model import mirror_pairs, neutral_face
 
     return mirror_pairs(neutral_face())
 
@@ -247,8 +247,8 @@ def region_polygons() -> dict[int, list[list[int]]]:
 
 def face_vertices_cam(landmarks: np.ndarray, cam_from_head: np.ndarray, k: np.ndarray,
                       shape: np.ndarray | None = None) -> np.ndarray:
-    """Landmarks (478, 3) px -> cam-space vertices (478, 3), head units (see `track.lift_landmarks`)."""
-    from relight_core.track import lift_landmarks
+    """Landmarks (478, 3) px -> cam-space vertices (478, 3), head units (see `face_model.lift_landmarks`)."""
+    from relight_core.face_model import lift_landmarks
 
     return lift_landmarks(landmarks, cam_from_head, k, shape)
 
@@ -403,7 +403,7 @@ def _face_surface_topology() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (478,) bool whose normals the membrane re-places: the eye outlines and EYE_RINGS rings around them,
     the lips' landmarks and LIP_RINGS rings around them, never the face outline; the membrane's weights
     (F, 478 - F)), cached."""
-    from relight_core.track import neutral_face
+    from relight_core.face_model import neutral_face
 
     c = _connections()
     base = face_triangles()

@@ -25,7 +25,7 @@ DEFAULT_FPS = 25.0
 
 # OpenCV's FFmpeg reader prints its own errors ("moov atom not found") to stderr ahead of the one sentence
 # this module raises for an unreadable movie; it reads this variable whenever it opens a file. Set
-# RELIGHT_NATIVE_LOGS=1 to see them (as for MediaPipe's, `track.quiet_native_stderr`).
+# RELIGHT_NATIVE_LOGS=1 to see them (as for MediaPipe's, `face_model.quiet_native_stderr`).
 if not os.environ.get("RELIGHT_NATIVE_LOGS"):
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
 
@@ -366,3 +366,36 @@ def open_footage(path: str | os.PathLike, frames: tuple[int, int] | None = None,
     resizing (aspect kept), None for the source size. Problems raise UserError naming the input.
     """
     return Footage(path, frames=frames, size=size)
+
+
+class FrameReader:
+    """Random access to a `Footage`'s source frames that stays cheap when frames are asked for in order
+    (a playhead moving forward): one open decoder, read on when the next frame is asked for, seek
+    otherwise. `read(index)` -> (height, width, 3) float32 linear; `close()` releases the decoder."""
+
+    def __init__(self, footage: Footage) -> None:
+        self.footage = footage
+        self._cap = None
+        self._next = -1
+
+    def read(self, index: int) -> np.ndarray:
+        f = self.footage
+        if f.kind != "movie":
+            return f.read(index)
+        if not 0 <= index < f.source_frames:
+            raise UserError(f"Frame {index} is outside {f.path.name}'s {f.source_frames} frame(s).")
+        if self._cap is None:
+            self._cap = cv2.VideoCapture(str(f.path))
+        if index != self._next:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = self._cap.read()
+        if not ok:
+            self._next = -1
+            raise UserError(f"{f.path} frame {index} could not be decoded; the file may be truncated.")
+        self._next = index + 1
+        return f._finish(_to_linear_rgb(frame, f"{f.path} frame {index}"))
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None

@@ -548,14 +548,28 @@ def _read_json(path: Path) -> list[Lighting]:
     shs = _sh_array(arr, path)
     try:
         intensity = float(data.get("intensity", 1.0))
-        keys = [light_from_dict(k) for k in data.get("key_lights", []) or []]
-    except (TypeError, ValueError, KeyError) as exc:
+        keys = _key_lights_per_frame(data.get("key_lights", []) or [], len(shs), path)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise UserError(f"Light file {path}: a key light or the intensity is malformed ({exc}).") from None
     if not math.isfinite(intensity):
         raise UserError(f"Light file {path}: \"intensity\" must be a finite number.")
     name = str(data.get("name") or path.stem)
     desc = str(data.get("description", ""))
-    return [Lighting(name=name, description=desc, sh=s, key_lights=keys, intensity=intensity) for s in shs]
+    n = max(len(shs), len(keys))
+    return [Lighting(name=name, description=desc, sh=shs[min(f, len(shs) - 1)],
+                     key_lights=keys[min(f, len(keys) - 1)], intensity=intensity) for f in range(n)]
+
+
+def _key_lights_per_frame(items: list, n_sh: int, path: Path) -> list[list]:
+    """A light file's "key_lights": one list for every frame, or one list per frame (an animated key
+    light) -> one list of key lights per frame (at least `n_sh` entries unless per-frame)."""
+    if items and all(isinstance(k, list) for k in items):
+        if n_sh > 1 and len(items) != n_sh:
+            raise UserError(f"Light file {path} has {n_sh} SH frames but {len(items)} frames of key lights; "
+                            "give one list of key lights per frame, or one list for all frames.")
+        return [[light_from_dict(k) for k in frame] for frame in items]
+    keys = [light_from_dict(k) for k in items]
+    return [keys] * n_sh
 
 
 def read_lighting_file(path: str | os.PathLike) -> LightSequence:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from relight_core import camera as cam
-from relight_core import geometry, track
+from relight_core import face_model, geometry, track
 
 
 def _angle_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def test_face_mesh_triangles_form_a_consistent_surface() -> None:
     assert max(len(u) for u in use.values()) == 2
     # consistent winding: the two faces of an interior edge run it in opposite directions
     assert all(u[0] == u[1][::-1] for u in use.values() if len(u) == 2)
-    nf = track.neutral_face()
+    nf = face_model.neutral_face()
     fn = np.cross(nf[tris[:, 1]] - nf[tris[:, 0]], nf[tris[:, 2]] - nf[tris[:, 0]])
     assert np.mean(np.einsum("ij,ij->i", fn, nf[tris].mean(axis=1)) > 0) > 0.98  # outward
 
@@ -69,7 +69,7 @@ def test_close_openings_zips_the_eyes_and_mouth_shut() -> None:
     base = geometry.face_triangles()
     loops = geometry.boundary_loops(base)
     assert sorted(len(loop) for loop in loops) == [16, 16, 20, 36]  # eyes, inner lips, face outline
-    tris = geometry.close_openings(base, track.neutral_face())
+    tris = geometry.close_openings(base, face_model.neutral_face())
     # one strip of L - 2 triangles per opening, no new vertices, one boundary left: the face outline
     assert len(tris) == len(base) + 14 + 14 + 18 and tris.max() < 478
     after = geometry.boundary_loops(tris)
@@ -80,7 +80,7 @@ def test_close_openings_zips_the_eyes_and_mouth_shut() -> None:
             use.setdefault(frozenset((a, b)), []).append((a, b))
     assert max(len(u) for u in use.values()) == 2
     assert all(u[0] == u[1][::-1] for u in use.values() if len(u) == 2)  # wound like the mesh
-    assert geometry.face_surface(track.neutral_face())[0].tolist() == tris.tolist()
+    assert geometry.face_surface(face_model.neutral_face())[0].tolist() == tris.tolist()
 
 
 def test_close_openings_on_a_grid_with_a_hole() -> None:
@@ -312,10 +312,10 @@ def _synthetic_analysis(yaw: float, pitch: float, size: int = 384):
     cam2head = cam.orbit_cam2head(yaw, pitch, 0.0, radius=3.5)
     cfh = cam.invert_pose(cam2head)
     k = cam.k_matrix(cam.intrinsics_from_fov(30.0, size, size))
-    pts = cam.transform_points(cfh, track.neutral_face())
+    pts = cam.transform_points(cfh, face_model.neutral_face())
     px = cam.project(pts, k)
     d = -pts[:, 2]
-    d_ref = d[list(track.RIGID_LANDMARKS)].mean()  # MediaPipe's z: relative depth at the face's scale
+    d_ref = d[list(face_model.RIGID_LANDMARKS)].mean()  # MediaPipe's z: relative depth at the face's scale
     lm = np.concatenate([px, ((d - d_ref) * k[0, 0] / d_ref)[:, None]], axis=1)
     n = 1
     a = track.Analysis(width=size, height=size, fps=25.0, frame_indices=np.arange(n),

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from relight_core import intrinsic, lights, pipeline, render
+from relight_core import intrinsic, lights, render, views
 
 R_HEAD = 0.25  # sphere radius, head units
 DIST = 2.7
@@ -49,7 +49,7 @@ def test_orbit_reprojection_shows_the_rotated_surface():
     p, _, mask, k = sphere_maps(size)
     cam_from_head = np.eye(4)
     cam_from_head[:3, 3] = [0, 0, -DIST]
-    plan = pipeline.ViewPlan({"yaw": 20.0, "pitch": 0.0}, 1)
+    plan = views.ViewPlan({"yaw": 20.0, "pitch": 0.0}, 1)
     new_from_input, kk, _ = plan.view(0, cam_from_head, k, (size, size))
     mx, my, cover, depth = render.reproject_maps(p, mask, new_from_input, kk, (size, size))
     head_x = (p[..., 0]).astype(np.float32)  # texture: head-space x of the surface point
@@ -74,7 +74,7 @@ def test_pitch_moves_the_camera_up():
     p, _, mask, k = sphere_maps(size)
     cam_from_head = np.eye(4)
     cam_from_head[:3, 3] = [0, 0, -DIST]
-    new_from_input, kk, _ = pipeline.ViewPlan({"pitch": 15.0}, 1).view(0, cam_from_head, k, (size, size))
+    new_from_input, kk, _ = views.ViewPlan({"pitch": 15.0}, 1).view(0, cam_from_head, k, (size, size))
     mx, my, _, _ = render.reproject_maps(p, mask, new_from_input, kk, (size, size))
     seen = render.sample(p[..., 1].copy(), mx, my)
     assert seen[size // 2, size // 2] > 0.04  # looking down: the centre shows the upper part of the sphere
@@ -227,7 +227,7 @@ def test_coarse_splat_matches_the_full_one():
     p, _, mask, k = sphere_maps(size)
     cam_from_head = np.eye(4)
     cam_from_head[:3, 3] = [0, 0, -DIST]
-    new_from_input, kk, _ = pipeline.ViewPlan({"yaw": 15.0, "pitch": 5.0}, 1).view(0, cam_from_head, k,
+    new_from_input, kk, _ = views.ViewPlan({"yaw": 15.0, "pitch": 5.0}, 1).view(0, cam_from_head, k,
                                                                                     (size, size))
     full = render.reproject_maps(p, mask, new_from_input, kk, (size, size), step=1)
     coarse = render.reproject_maps(p, mask, new_from_input, kk, (size, size), step=2)
@@ -249,7 +249,7 @@ def orbit(yaw: float, pitch: float, k, size: int):
     """new_from_input and K of an orbit about a head centre DIST in front of the input camera."""
     cam_from_head = np.eye(4)
     cam_from_head[:3, 3] = [0, 0, -DIST]
-    new_from_input, kk, _ = pipeline.ViewPlan({"yaw": yaw, "pitch": pitch}, 1).view(0, cam_from_head, k,
+    new_from_input, kk, _ = views.ViewPlan({"yaw": yaw, "pitch": pitch}, 1).view(0, cam_from_head, k,
                                                                                      (size, size))
     return new_from_input, kk
 
@@ -416,11 +416,11 @@ def turned_face(yaw: float, size: int = 256):
     """The neutral face seen by an orbit camera at `yaw` (radius 3.5, 30 deg FOV) -> (vertices (478, 3),
     faces, vertex normals, cam_from_head, K (3, 3), the input depth map (size, size))."""
     from relight_core import camera as cam
-    from relight_core import geometry, track
+    from relight_core import face_model, geometry
 
     k = cam.k_matrix(cam.intrinsics_from_fov(30.0, size, size))
     cfh = cam.invert_pose(cam.orbit_cam2head(yaw, 0.0, 0.0, radius=3.5))
-    verts = cam.transform_points(cfh, track.neutral_face())
+    verts = cam.transform_points(cfh, face_model.neutral_face())
     tris, vn = geometry.face_surface(verts)
     depth, _ = geometry.render_mesh(verts, tris, k, size, size, normals=vn).dense()
     return verts, tris, vn, cfh, k, depth

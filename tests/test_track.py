@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from relight_core import camera as cam
-from relight_core import track
+from relight_core import face_model, track
 from relight_core.errors import UserError
 
 
@@ -47,15 +47,15 @@ def test_one_euro_removes_jitter_and_zero_phase_has_no_lag() -> None:
 # --------------------------------------------------------------------------------------------- neutral face
 
 def test_neutral_face_is_symmetric_and_in_head_units() -> None:
-    nf = track.neutral_face()
+    nf = face_model.neutral_face()
     assert nf.shape == (478, 3)
-    pairs = track.mirror_pairs(nf)
+    pairs = face_model.mirror_pairs(nf)
     assert np.array_equal(pairs[pairs], np.arange(478))
     midline = [0, 1, 2, 4, 5, 6, 8, 9, 10, 151, 152, 164, 168, 175, 195, 197, 199, 200]
     assert np.all(pairs[midline] == midline)
     assert np.allclose(nf[pairs] * [-1, 1, 1], nf, atol=1e-9)
-    eye_r = nf[list(track.RIGHT_EYE_CORNERS)].mean(axis=0)
-    eye_l = nf[list(track.LEFT_EYE_CORNERS)].mean(axis=0)
+    eye_r = nf[list(face_model.RIGHT_EYE_CORNERS)].mean(axis=0)
+    eye_l = nf[list(face_model.LEFT_EYE_CORNERS)].mean(axis=0)
     assert np.linalg.norm(eye_l - eye_r) == pytest.approx(cam.INTEROCULAR)
     assert eye_l[0] > 0 > eye_r[0]  # the subject's left eye is at head +x (image right)
     assert nf[10, 1] > nf[1, 1] > nf[152, 1]  # forehead above nose tip above chin
@@ -200,7 +200,7 @@ def test_fixture_clips_tracked_on_every_frame(fixtures_dir: Path, clip: str, fra
     a = track.analyze_footage(footage, matte=False)
     assert a.valid.all(), f"{clip}: no face on frames {np.flatnonzero(~a.valid).tolist()}"
     assert np.all(a.face_count == 1)
-    iod = np.array([track.face_size_px(lm) for lm in a.landmarks])
+    iod = np.array([face_model.face_size_px(lm) for lm in a.landmarks])
     assert np.median(a.pose_error_px / iod) < 0.1  # rigid fit residual under 10 % of the eye distance
 
 
@@ -231,7 +231,7 @@ def test_still_head_jitter_is_smoothed(fixtures_dir: Path) -> None:
 
     footage = io.open_footage(fixtures_dir / "videos" / "lp_d9.mp4", frames=(24, 62))
     a = track.analyze_footage(footage, matte=False)
-    rigid = list(track.RIGID_LANDMARKS)
+    rigid = list(face_model.RIGID_LANDMARKS)
 
     def accel(x: np.ndarray) -> float:  # RMS second difference (px / frame^2) of the rigid landmarks
         x = x[6:-6, rigid, :2].astype(np.float64)

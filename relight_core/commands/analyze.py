@@ -52,7 +52,7 @@ def write_preview(folder, footage, analysis, indices) -> list:
     import cv2
     import numpy as np
 
-    from relight_core import camera, geometry, io, track
+    from relight_core import camera, face_model, geometry, io
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,7 @@ def write_preview(folder, footage, analysis, indices) -> list:
         stem = f"{footage.name}_{src:06d}"
         lm = analysis.landmarks_at(i, h, w)
         canvas = img8.copy()
-        rigid = set(track.RIGID_LANDMARKS)
+        rigid = set(face_model.RIGID_LANDMARKS)
         for j, (x, y, _) in enumerate(lm):
             col = (0, 255, 0) if j in rigid else (255, 255, 0) if j < 468 else (255, 0, 255)
             cv2.circle(canvas, (int(x), int(y)), 1, col, -1, lineType=cv2.LINE_AA)
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
 
     from relight_core import io, track
     from relight_core.errors import UserError
-    from relight_core.pipeline import prepare_output
+    from relight_core.outputs import prepare_output
 
     out = Path(args.output)
     if out.suffix.lower() != ".npz":

@@ -23,7 +23,7 @@ def moving_light(n: int):
 
     import numpy as np
 
-    from relight_core import lights, pipeline
+    from relight_core import lighting, lights
 
     shs, keys = [], []
     for k in range(n):
@@ -35,7 +35,7 @@ def moving_light(n: int):
         fill = lights.WorldColor(color=(0.55, 0.6, 0.7), strength=0.35)
         shs.append(np.asarray(lights.sh_from_lights([key, fill]), dtype=np.float64))
         keys.append([key])
-    return pipeline.SHSequence(np.stack(shs), keys)
+    return lighting.SHSequence(np.stack(shs), keys)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from skimage import data
 
-    from relight_core import io, pipeline
+    from relight_core import io, outputs, pipeline
     from relight_core.commands.relight import TerminalProgress
     from relight_core.errors import UserError
 
     n = int(args.frames)
     if not 2 <= n <= 2000:
         raise UserError(f"--frames {n} is out of range; give 2..2000 frames.")
-    out = pipeline.prepare_output(args.out)
+    out = outputs.prepare_output(args.out)
     src = out / "astronaut.png"
     io.write_png(src, io.decode_srgb8(data.astronaut()))
     job = pipeline.RelightJob(input=str(src), output=str(out), lighting=moving_light(n),

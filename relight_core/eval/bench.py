@@ -163,10 +163,10 @@ def run_bench(input_path: str, size: int | None = 512, device: str = "cpu", fram
               novel_view: bool = False, light: str = "input",
               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Warm-up + `runs` timed runs -> the result dict (stages, fps, peak memory, versions, settings)."""
-    from relight_core import io, pipeline
+    from relight_core import io, session
 
     footage = io.open_footage(input_path, frames=(0, frames), size=size)
-    resolved = pipeline.resolve_device(device)
+    resolved = session.resolve_device(device)
     results = []
     with tempfile.TemporaryDirectory(prefix="relight-bench-") as tmp:
         for r in range(runs + 1):

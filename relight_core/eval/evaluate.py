@@ -95,9 +95,9 @@ def clip_name(path: str) -> str:
 
 def target_sh(light: str) -> np.ndarray:
     """The target light (9, 3) in its own DPR frame, as the pipeline loads it."""
-    from relight_core import pipeline
+    from relight_core import lighting
 
-    seq = pipeline.load_target_lighting(light)
+    seq = lighting.load_target_lighting(light)
     sh = np.asarray(seq.sh_at(0), dtype=np.float64)
     return np.repeat(sh[:, None], 3, axis=1) if sh.ndim == 1 else sh
 
