@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "relight_core.commands.analyze",
     "relight_core.commands.preview_light",
     "relight_core.commands.worker",
+    "relight_core.commands.serve",
     "relight_core.commands.bench",
     "relight_core.commands.evaluate",
 )
