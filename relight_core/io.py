@@ -149,6 +149,7 @@ def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray]) -> None
 # 512 px, and no larger;
 # PNG stays lossless whatever the level
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+PNG_STORED_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 0]  # no compression: for transient files (live preview)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--light", default="input", metavar="LIGHT",
                         help="target light as for `relight --light` [input: the estimated input light; a "
                              "preset with a key light, e.g. rembrandt, adds specular and cast shadows]")
+    parser.add_argument("--interactive", action="store_true",
+                        help="measure the live preview instead: a warm session's latency for a lighting "
+                             "change, a new frame and a novel view, and memory over --walk renders")
+    parser.add_argument("--renders", type=int, default=20, metavar="N",
+                        help="renders per interactive figure (median) [20]")
+    parser.add_argument("--walk", type=int, default=1000, metavar="N",
+                        help="renders of the interactive memory check [1000]")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
 
 
@@ -34,6 +41,24 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise UserError(f"--runs {args.runs} must be at least 1.")
 
+    if args.interactive:
+        if args.renders < 1 or args.walk < 100:
+            raise UserError("--renders must be at least 1 and --walk at least 100.")
+        res = bench.run_interactive(args.input, size=args.size, renders=args.renders, walk=args.walk,
+                                    progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
+        print(bench.format_interactive(res))
+    else:
+        res = _batch(args)
+    if args.json:
+        tables.write_json(args.json, res)
+        print(f"bench: wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> dict:
+    """The batch benchmark (per-stage timings of `relight`)."""
+    from relight_core.eval import bench
+
     def progress(i: int, n: int) -> None:
         label = "warm-up" if i == 0 else f"run {i}/{n - 1}"
         print(f"bench: {label} ...", file=sys.stderr, flush=True)
@@ -41,7 +66,4 @@ def run(args: argparse.Namespace) -> int:
     res = bench.run_bench(args.input, size=args.size, device=args.device, frames=args.frames, runs=args.runs,
                           novel_view=args.novel_view, light=args.light, progress=progress)
     print(bench.format_table(res))
-    if args.json:
-        tables.write_json(args.json, res)
-        print(f"bench: wrote {args.json}", file=sys.stderr)
-    return 0
+    return res

@@ -219,7 +219,7 @@ class Server:
         files = pass_files(output, passes)
         t = time.perf_counter()
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        outputs.write_frame(files, layers, "png")
+        outputs.write_frame(files, layers, "png", stored=True)
         ms = dict(info["ms"], write=round(1000 * (time.perf_counter() - t), 2),
                   total=round(1000 * (time.perf_counter() - t0), 2))
         self.emit({"event": "rendered", "id": req.get("id"), "frame": frame,

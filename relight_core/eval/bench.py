@@ -200,3 +200,98 @@ def format_table(res: dict[str, Any]) -> str:
             f"{res['fps_end_to_end']:.2f} fps; peak memory (RSS): {res['peak_rss_mb']:.0f} MiB\n")
     table = markdown_table(rows, ["stage", "ms", "share"], ["stage", "ms/frame", "% of total"], 1)
     return head + table + tail
+
+
+# --------------------------------------------------------------------------------------------- interactive
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (VmRSS; the peak where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
+def _timed_render(clip, index: int, look, out: Path) -> float:
+    """One live-preview render as `serve` does it (relight + PNG written) -> milliseconds."""
+    from relight_core import outputs
+
+    t = time.perf_counter()
+    layers, _ = clip.render(index, look)
+    outputs.write_frame({"rgba": out}, layers, "png", stored=True)
+    return 1000 * (time.perf_counter() - t)
+
+
+def run_interactive(input_path: str, size: int | None = 512, renders: int = 20, walk: int = 1000,
+                    lights: tuple[str, str] = ("rembrandt", "split"),
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Live-preview latencies of a warm session (`serve`'s path: relight + PNG) -> the result dict.
+
+    lighting_change_ms: the same cached frame under alternating lights; new_frame_ms: the playhead
+    stepping forward onto frames not seen yet; novel_view_ms: a cached frame from changing yaw/pitch;
+    memory: RSS after a quarter and after all of `walk` renders, which visit frames in a cycle with
+    alternating lights (the frame cache is bounded, so it should stay flat). Medians over `renders`.
+    """
+    import numpy as np
+
+    from relight_core import lighting, session, views
+
+    say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="relight-live-") as tmp:
+        out = Path(tmp) / "preview.png"
+        clip = session.ClipSession(input_path, size=size, cache_dir=tmp)
+        t = time.perf_counter()
+        say("opening (tracking and the input-light pass) ...")
+        clip.open()
+        open_s = time.perf_counter() - t
+        n = clip.analysis.n_frames
+        idx = clip.frame_indices
+        plan = views.ViewPlan(None, n)
+        looks = [session.Look(lighting.load_target_lighting(name), plan) for name in lights]
+        clip.close()  # nothing cached: the "new frame" figures decode and prepare
+        _timed_render(clip, idx[0], looks[0], out)  # warm-up (first-call costs)
+        say("new frames ...")
+        new_frame = [_timed_render(clip, idx[min(1 + i, len(idx) - 1)], looks[0], out)
+                     for i in range(min(renders, max(len(idx) - 1, 1)))]
+        k = idx[min(1, len(idx) - 1)]
+        say("lighting changes ...")
+        light_change = [_timed_render(clip, k, looks[i % 2], out) for i in range(renders)]
+        say("novel views ...")
+        novel = [_timed_render(clip, k, session.Look(looks[0].target, views.ViewPlan(
+            {"yaw": float(y), "pitch": 8.0}, n)), out) for y in np.linspace(-20.0, 20.0, renders)]
+        say(f"memory over {walk} renders ...")
+        rss = []
+        for i in range(walk):
+            _timed_render(clip, idx[(i * 7) % len(idx)], looks[i % 2], out)
+            if i in (walk // 4 - 1, walk - 1):
+                rss.append(current_rss_mb())
+        cache_mb = clip.cached_mb
+        clip.close()
+    med = statistics.median
+    return {"input": str(Path(input_path).resolve()), "width": clip.footage.width,
+            "height": clip.footage.height, "frames": n, "renders": renders, "open_s": open_s,
+            "lighting_change_ms": med(light_change), "new_frame_ms": med(new_frame),
+            "novel_view_ms": med(novel), "walk": walk, "rss_mb_after_quarter": rss[0],
+            "rss_mb_at_end": rss[-1], "cache_mb_at_end": cache_mb,
+            "cache_bound_mb": session.DEFAULT_CACHE_MB, "versions": versions()}
+
+
+def format_interactive(res: dict[str, Any]) -> str:
+    """The interactive result as a Markdown table plus the memory line."""
+    from relight_core.eval.tables import markdown_table
+
+    rows = [{"what": "lighting change, cached frame", "ms": res["lighting_change_ms"]},
+            {"what": "new frame of the analysed clip", "ms": res["new_frame_ms"]},
+            {"what": "novel view, cached frame", "ms": res["novel_view_ms"]}]
+    head = (f"{Path(res['input']).name} {res['width']}x{res['height']}, {res['frames']} frames, warm "
+            f"session, median of {res['renders']} renders (relight + PNG written); opened in "
+            f"{res['open_s']:.1f} s\n\n")
+    table = markdown_table(rows, ["what", "ms"], ["live preview", "ms"], 1)
+    tail = (f"\nmemory: {res['rss_mb_after_quarter']:.0f} MiB after {res['walk'] // 4} renders, "
+            f"{res['rss_mb_at_end']:.0f} MiB "
+            f"after {res['walk']} (frame cache {res['cache_mb_at_end']:.0f} MiB, bound "
+            f"{res['cache_bound_mb']} MiB)\n")
+    return head + table + tail
