@@ -15,3 +15,26 @@ COMMAND_MODULES = (
     "relight_core.commands.bench",
     "relight_core.commands.evaluate",
 )
+
+
+def event_stream():
+    """Give the process's real stdout to JSON-lines events -> emit(event: dict), thread-safe, flushed per
+    line. Anything else that prints to stdout (Python or native libraries) lands on stderr from then on,
+    so it can never corrupt the protocol (`worker`, `serve`)."""
+    import json
+    import os
+    import sys
+    import threading
+
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    lock = threading.Lock()
+
+    def emit(event: dict) -> None:
+        with lock:
+            events.write(json.dumps(event) + "\n")
+            events.flush()
+
+    return emit

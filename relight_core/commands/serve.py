@@ -32,6 +32,8 @@ import time
 from collections import deque
 from typing import Any
 
+from relight_core.commands import event_stream
+
 NAME = "serve"
 HELP = "Keep a clip open and relight single frames on request (JSON lines on stdin/stdout), for live preview."
 
@@ -324,17 +326,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve requests until `quit` or the end of stdin; returns 0."""
     from relight_core import session
 
-    # Events own the real stdout; anything else printing to fd 1 (libraries) lands on stderr.
-    sys.stdout.flush()
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def emit(event: dict) -> None:
-        with lock:
-            events.write(json.dumps(event) + "\n")
-            events.flush()
+    emit = event_stream()
 
     inbox = Inbox(emit)
     threading.Thread(target=read_requests, args=(sys.stdin, inbox), daemon=True, name="serve-stdin").start()
@@ -347,5 +339,4 @@ def run(args: argparse.Namespace) -> int:
             if req is None or not server.handle(req):
                 break
     server._close()
-    events.flush()
     return 0

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
+
+from relight_core.commands import event_stream
 
 NAME = "worker"
 HELP = "Run one relight request read as JSON from stdin, reporting JSON-lines events on stdout."
@@ -80,17 +81,7 @@ def _watch_stdin(cancel: threading.Event) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve one request; returns 0 (done), 1 (cancelled) or 2 (error)."""
-    # Events own the real stdout; anything else printing to fd 1 (libraries) lands on stderr.
-    sys.stdout.flush()
-    events = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    lock = threading.Lock()
-
-    def emit(event: dict) -> None:
-        with lock:
-            events.write(json.dumps(event) + "\n")
-            events.flush()
+    emit = event_stream()
 
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
@@ -120,5 +111,3 @@ def run(args: argparse.Namespace) -> int:
         traceback.print_exc(file=sys.stderr)
         emit({"event": "error", "message": f"internal error: {type(exc).__name__}: {exc}"})
         return 2
-    finally:
-        events.flush()

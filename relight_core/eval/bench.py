@@ -28,14 +28,22 @@ STAGES = ("decode", "track", "matte", "geometry", "intrinsic", "temporal", "rend
 PROCESSING = ("track", "matte", "geometry", "intrinsic", "temporal", "render")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (VmHWM, else ru_maxrss)."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (e.g. "VmHWM:", "VmRSS:") in MiB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (VmHWM, else ru_maxrss)."""
+    peak = _proc_status_mb("VmHWM:")
+    if peak is not None:
+        return peak
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -206,13 +214,8 @@ def format_table(res: dict[str, Any]) -> str:
 
 def current_rss_mb() -> float:
     """Resident memory of this process now, in MiB (VmRSS; the peak where /proc is absent)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return peak_rss_mb()
+    now = _proc_status_mb("VmRSS:")
+    return peak_rss_mb() if now is None else now
 
 
 def _timed_render(clip, index: int, look, out: Path) -> float:
