@@ -222,7 +222,7 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     timings["analyze"] = 0.0 if clip.analysis_cached else time.perf_counter() - t_start
     report["analysis"] = {"cached": clip.analysis_cached,
                           "warnings": list(getattr(analysis, "warnings", []) or [])}
-    for wmsg in report["analysis"]["warnings"]:
+    for wmsg in report["analysis"]["warnings"] + plan.warnings:
         emit({"event": "warning", "frame": None, "message": str(wmsg)})
 
     out_indices = footage.frame_indices if not still else list(range(n_out))

@@ -174,12 +174,12 @@ def test_disk_full_while_writing_the_analysis(tmp_path, astronaut):
 
 
 def test_disk_full_while_writing_exr(tmp_path):
-    from relight_core import pipeline
+    from relight_core import outputs
 
     layers = {"rgba": np.random.default_rng(0).random((64, 64, 4), dtype=np.float32)}
     files = {"exr": tmp_path / "f.exr"}
     with disk_full_after(2000), pytest.raises(UserError, match="f.exr"):
-        pipeline.write_frame(files, layers, "exr")
+        outputs.write_frame(files, layers, "exr")
     assert leftovers(tmp_path) == []
 
 
@@ -195,3 +195,62 @@ def test_disk_full_while_tracking(tmp_path, astro_png):
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("relight-core: error:")]
     assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
     assert "TMPDIR" in lines[0] and leftovers(tmp_path / "o") == []
+
+
+def _orbit(yaw: float = 0.0) -> np.ndarray:
+    from relight_core import camera
+
+    return camera.orbit_cam2head(yaw, 0.0)
+
+
+@pytest.mark.parametrize("matrix, needle", [
+    (np.zeros((4, 4)), "rigid"),
+    (np.diag([1.0, 1.0, 1.0, 1.0]), "does not look at the head"),      # the camera sits in the head centre
+    (np.diag([2.0, 2.0, 2.0, 1.0]) @ _orbit(), "orthonormal"),           # scaled
+    (np.diag([1.0, 1.0, -1.0, 1.0]) @ _orbit(), "orthonormal"),          # mirrored
+    (_orbit(180.0) @ np.diag([1.0, -1.0, -1.0, 1.0]), "does not look at the head"),  # looking away
+    (np.full((4, 4), np.nan), "NaN"),
+])
+def test_camera_matrices_are_checked(matrix, needle):
+    from relight_core import views
+
+    with pytest.raises(UserError, match=needle):
+        views.ViewPlan({"fov_deg": 20.0, "cam2head": matrix.tolist()}, 1)
+    with pytest.raises(UserError, match="frame 1"):
+        views.ViewPlan({"fov_deg": 20.0, "cam2head": [_orbit().tolist(), matrix.tolist()]}, 2)
+
+
+def test_a_good_camera_and_the_orbit_range():
+    from relight_core import views
+
+    assert views.ViewPlan({"fov_deg": 20.0, "cam2head": _orbit(10.0).tolist()}, 1).kind == "absolute"
+    with pytest.raises(UserError, match="fov"):
+        views.ViewPlan({"fov_deg": float("nan"), "cam2head": _orbit().tolist()}, 1)
+    assert views.ViewPlan({"yaw": "-20:20", "pitch": 10}, 5).warnings == []
+    far = views.ViewPlan({"yaw": 40, "pitch": "0:-20"}, 5).warnings
+    assert len(far) == 2 and "yaw reaches 40" in far[0] and "pitch reaches 20" in far[1]
+    with pytest.raises(UserError, match="finite"):
+        views.ViewPlan({"yaw": "0:inf"}, 5)
+
+
+def test_singular_camera_file_is_one_sentence(capsys, tmp_path, astro_png):
+    cams = tmp_path / "cams.json"
+    cams.write_text(json.dumps({"fov_deg": 20, "cam2head": np.zeros((4, 4)).tolist()}))
+    code, err = run_cli(capsys, "relight", str(astro_png), "--out", str(tmp_path / "o"), "--camera", str(cams))
+    assert_one_sentence(code, err, "cam2head")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spec, needle", [
+    ({"sh": [1e300] + [0] * 8}, "overflows"),
+    ({"sh": [[1, 1, 1]] * 9, "key_lights": [{"type": "sun", "direction": [0, 0, 1], "strength": 1e300}]},
+     "key light 0"),
+    ({"sh": [[1, 1, 1]] * 9, "key_lights": [[{"type": "point", "position": [0, 0, float("nan")]}]]},
+     "frame 0"),
+    ({"preset": "../../etc/passwd"}, "plain name"),
+])
+def test_inline_lighting_numbers_are_checked(spec, needle):
+    from relight_core import lighting
+
+    with pytest.raises(UserError, match=needle):
+        lighting.load_target_lighting(spec)
