@@ -824,9 +824,30 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
 
 
 def analysis_source(footage, fov_deg: float) -> dict:
-    """The `Analysis.source` of tracking `footage` now: frames asked for, size, FOV, engine version."""
-    from relight_core import __version__
+    """The `Analysis.source` of tracking `footage` now: frames asked for, size, FOV, engine version and,
+    for footage read from files, their content fingerprint ("input", `fingerprint.footage_fingerprint`)."""
+    from relight_core import __version__, fingerprint
 
     idx = list(getattr(footage, "frame_indices", []) or [0])
-    return {"frames": [int(idx[0]), int(idx[-1]) + 1], "size": [int(footage.width), int(footage.height)],
-            "fov_deg": float(fov_deg), "engine": __version__, "analysis_version": ANALYSIS_VERSION}
+    src = {"frames": [int(idx[0]), int(idx[-1]) + 1], "size": [int(footage.width), int(footage.height)],
+           "fov_deg": float(fov_deg), "engine": __version__, "analysis_version": ANALYSIS_VERSION}
+    if getattr(footage, "path", None) is not None and getattr(footage, "kind", None):
+        src["input"] = fingerprint.footage_fingerprint(footage)
+    return src
+
+
+def write_analysis(analysis: Analysis, path) -> None:
+    """Save an analysis to `path` (.npz) atomically; UserError (one sentence, nothing left behind) when
+    the disk is full or the folder is not writable."""
+    from pathlib import Path
+
+    from relight_core import io
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with io.atomic_write(path) as tmp:
+            analysis.save(str(tmp))
+    except OSError as exc:
+        raise UserError(f"Could not write {path} ({exc.strerror or type(exc).__name__}); check the folder's "
+                        "free space and permissions.") from None

@@ -165,11 +165,10 @@ def leftovers(folder: Path) -> list[Path]:
 
 def test_disk_full_while_writing_the_analysis(tmp_path, astronaut):
     from relight_core import io, track
-    from relight_core.commands.analyze import write_analysis
 
     a = track.analyze_footage(track.ArrayFootage([io.decode_srgb8(np.asarray(astronaut)[::4, ::4])]))
     with disk_full_after(4000), pytest.raises(UserError, match="a.npz"):
-        write_analysis(a, tmp_path / "a.npz")
+        track.write_analysis(a, tmp_path / "a.npz")
     assert leftovers(tmp_path) == []
 
 
@@ -236,7 +235,8 @@ def test_a_good_camera_and_the_orbit_range():
 def test_singular_camera_file_is_one_sentence(capsys, tmp_path, astro_png):
     cams = tmp_path / "cams.json"
     cams.write_text(json.dumps({"fov_deg": 20, "cam2head": np.zeros((4, 4)).tolist()}))
-    code, err = run_cli(capsys, "relight", str(astro_png), "--out", str(tmp_path / "o"), "--camera", str(cams))
+    out = str(tmp_path / "o")
+    code, err = run_cli(capsys, "relight", str(astro_png), "--out", out, "--camera", str(cams))
     assert_one_sentence(code, err, "cam2head")
     assert not (tmp_path / "o").exists()
 

@@ -59,20 +59,6 @@ def analysis_path(output: str):
     return out
 
 
-def write_analysis(analysis, out) -> None:
-    """Save an `track.Analysis` to `out` (.npz) atomically; UserError (one sentence, nothing left behind)
-    when the disk is full or the folder not writable."""
-    from relight_core import io
-    from relight_core.errors import UserError
-
-    try:
-        with io.atomic_write(out) as tmp:
-            analysis.save(str(tmp))
-    except OSError as exc:
-        raise UserError(f"Could not write {out} ({exc.strerror or type(exc).__name__}); check the folder's "
-                        "free space and permissions.") from None
-
-
 def write_preview(folder, footage, analysis, indices) -> list:
     """Write debug PNGs for the analysis rows `indices` -> list of written paths.
 
@@ -148,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     out = analysis_path(validate.path_text(args.output, "Output"))
     footage = io.open_footage(validate.path_text(args.input, "Input"), frames=parse_frames(args.frames),
                               size=args.size)
-    prepare_output(out.parent)  # e.g. the relight output folder DIR of `-o DIR/analysis.npz`
+    prepare_output(out.parent)  # e.g. DIR/.relight of `-o DIR`
     bar = None
     try:
         from tqdm import tqdm
@@ -167,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    write_analysis(analysis, out)
+    track.write_analysis(analysis, out)
     n = analysis.n_frames
     print(f"analyze: {n} frame(s) of {footage.name} ({analysis.width}x{analysis.height}), face on "
           f"{int(analysis.valid.sum())}, vertical FOV {analysis.fov_deg:g} deg -> {out}")

@@ -148,7 +148,7 @@ class TerminalProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Run `relight`; prints where the frames and the report are."""
-    from relight_core import pipeline
+    from relight_core import layout, pipeline
 
     job = job_from_args(args)
     sink = TerminalProgress()
@@ -159,5 +159,5 @@ def run(args: argparse.Namespace) -> int:
     t = report["totals"]
     rate = f" ({t['fps_end_to_end']} fps end to end)" if t["fps_end_to_end"] else ""
     print(f"relit {t['written']} frame(s) ({t['skipped']} already done) into {report['output']}; "
-          f"report: {report['output']}/report.json{rate}")
+          f"report: {layout.report_file(report['output'])}{rate}")
     return 0
