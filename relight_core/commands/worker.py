@@ -93,8 +93,31 @@ def job_from_request(req: dict):
         smoothing=bool(req.get("smoothing", True)))
 
 
-def _watch_stdin(cancel: threading.Event) -> None:
-    for raw in sys.stdin.buffer:
+class StdinLines:
+    """Lines of bytes from file descriptor 0, read with os.read: no Python buffered-stream lock is held
+    by the daemon thread that waits for `cancel` (one held at interpreter exit aborts the process), and
+    stdin is read as bytes, so a request that is not UTF-8 is an error event, not a crash."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd, self.pending = fd, b""
+
+    def readline(self) -> bytes:
+        """The next line (with its newline), or what is left at end of input (b"" when nothing)."""
+        while b"\n" not in self.pending:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                line, self.pending = self.pending, b""
+                return line
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
+
+
+def _watch_stdin(lines: StdinLines, cancel: threading.Event) -> None:
+    while True:
+        raw = lines.readline()
+        if not raw:
+            return
         text = raw.decode("utf-8", "replace").strip()
         if not text:
             continue
@@ -126,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
 
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    line = sys.stdin.buffer.readline()  # bytes: a request that is not UTF-8 is an error event, not a crash
+    lines = StdinLines()
+    line = lines.readline()
     from relight_core.errors import UserError
 
     try:
@@ -136,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("The first line on stdin must be one JSON request object.")
         req = validate.parse_json(line, "The request (first line on stdin)")
         job = job_from_request(req)
-        threading.Thread(target=_watch_stdin, args=(cancel,), daemon=True).start()
+        threading.Thread(target=_watch_stdin, args=(lines, cancel), daemon=True).start()
         from relight_core import pipeline
 
         report = pipeline.run(job, on_event=emit, cancel=cancel)
