@@ -182,7 +182,7 @@ _HEAD_FROM_ANCHOR = np.array([[1.0, 0, 0, 0], [0, 0, 1.0, 0], [0, -1.0, 0, 0], [
 
 def load_track(path: str) -> tuple[np.ndarray, np.ndarray, float]:
     """(source frame indices (N,), cam_from_head (N, 4, 4), vertical FOV degrees) from the engine's cached
-    analysis (DIR/analysis.npz, written by the worker). ValueError when it is not readable."""
+    analysis (DIR/.relight/analysis.npz, written by the worker). ValueError when it is not readable."""
     import json
 
     try:

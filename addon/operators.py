@@ -117,7 +117,7 @@ class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             src = sequencer.strip_source(strip)
-            path = os.path.join(request.strip_output(context, strip), "analysis.npz")
+            path = os.path.join(request.strip_output(context, strip), ".relight", "analysis.npz")
             if not os.path.isfile(path):
                 raise ValueError(f"No head track at {path}; relight strip '{strip.name}' once first.")
             track = camera_sync.load_track(path)

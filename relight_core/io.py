@@ -22,6 +22,7 @@ from relight_core.errors import UserError
 MOVIE_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf"}
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".exr", ".tif", ".tiff", ".bmp", ".webp"}
 DEFAULT_FPS = 25.0
+MAX_AUTO_SIZE = 4096  # px: longer side above which an input is processed at this size unless --size says
 
 # OpenCV's FFmpeg reader prints its own errors ("moov atom not found") to stderr ahead of the one sentence
 # this module raises for an unreadable movie; it reads this variable whenever it opens a file. Set
@@ -139,8 +140,12 @@ def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray]) -> None
             channels[f"{name}.{c}" if name else c] = np.ascontiguousarray(arr[..., k], dtype=np.float16)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     with atomic_write(path) as tmp:
-        with OpenEXR.File(header, channels) as f:
-            f.write(str(tmp))
+        try:
+            with OpenEXR.File(header, channels) as f:
+                f.write(str(tmp))
+        except (RuntimeError, OSError):  # OpenEXR reports a full disk as RuntimeError
+            raise UserError(f"Could not write {path}; check that the folder is writable and has space.") \
+                from None
 
 
 # --------------------------------------------------------------------------------------------- writing
@@ -255,6 +260,9 @@ class Footage:
 
     Iterating yields `(source_index, rgb)` with rgb (height, width, 3) float32 linear, for the selected
     frame range. `frame_indices` are the source frame numbers (0-based) that iteration visits.
+    `warnings` collects what the user should know (an input scaled down to `MAX_AUTO_SIZE`, a movie that
+    ends before the frame count its container claims: iteration then stops at the last decodable frame,
+    `last_decoded`).
     """
 
     def __init__(self, path: str | os.PathLike, frames: tuple[int, int] | None = None,
@@ -288,6 +296,12 @@ class Footage:
                             f"image ({', '.join(sorted(IMAGE_EXTS))}) or image folder.")
         self.source_frames = total
         self.source_width, self.source_height = src_w, src_h
+        self.warnings: list[str] = []
+        self.last_decoded: int | None = None
+        if size is None and max(src_w, src_h) > MAX_AUTO_SIZE:
+            size = MAX_AUTO_SIZE
+            self.warnings.append(f"{self.path.name} is {src_w}x{src_h}; it is processed at {MAX_AUTO_SIZE} "
+                                 "px on the longer side (give --size to choose another size)")
         self.width, self.height = _scaled_size(src_w, src_h, size)
         start, stop = frames if frames is not None else (0, total)
         stop = total if stop is None or stop < 0 else stop
@@ -335,7 +349,13 @@ class Footage:
                     if i == self.frame_indices[0]:
                         raise UserError(f"{self.path} frame {i} could not be decoded; the file may be "
                                         "truncated.")
-                    return  # the container over-reported its length: stop at the real end
+                    # the container over-reported its length: stop at the real end, and say so
+                    msg = (f"{self.path.name} claims {self.source_frames} frames but ends after frame "
+                           f"{i - 1}; frames {i} to {self.frame_indices[-1]} are skipped")
+                    if msg not in self.warnings:
+                        self.warnings.append(msg)
+                    return
+                self.last_decoded = i
                 frame = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA) \
                     if (frame.shape[1], frame.shape[0]) != (self.width, self.height) else frame
                 yield i, _to_linear_rgb(frame, f"{self.path} frame {i}")

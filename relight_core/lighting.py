@@ -48,44 +48,30 @@ class SHSequence:
 
 def key_lights_from_json(items: Any) -> list:
     """JSON key lights -> `lights` objects: a list of light dicts (every frame) -> a list of lights, or a
-    list of per-frame lists -> a list of lists. UserError names the malformed light (and its frame)."""
+    list of per-frame lists -> a list of lists. UserError names the malformed light (and its frame); the
+    numbers are checked as in light files (`lights.key_lights_from_dicts`: finite, not overflowing)."""
+    from relight_core import lights
+
     if items is None:
         return []
     if not isinstance(items, list):
         raise UserError("Lighting 'key_lights' must be a list of lights or one list of lights per frame.")
     if items and all(isinstance(it, list) for it in items):
-        return [_key_lights_of_frame(frame_items, f" of frame {f}") for f, frame_items in enumerate(items)]
-    return _key_lights_of_frame(items, "")
-
-
-def _key_lights_of_frame(items: list, where: str) -> list:
-    from relight_core import lights
-
-    out = []
-    for i, it in enumerate(items):
-        try:
-            kind = str(it.get("type", "directional")).lower()
-            color = tuple(float(c) for c in it.get("color", (1, 1, 1)))
-            if kind in ("directional", "sun"):
-                out.append(lights.DirectionalLight(direction=np.asarray(it["direction"], float), color=color,
-                                                   strength=float(it.get("strength", 1.0))))
-            elif kind == "point":
-                out.append(lights.PointLight(position=np.asarray(it["position"], float), color=color,
-                                             power=float(it.get("power", 100.0)),
-                                             radius=float(it.get("radius", 0.0))))
-            else:
-                raise KeyError("type")
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise UserError(f"Key light {i}{where} of the request is malformed; give type 'directional' "
-                            "(direction, color, strength) or 'point' (position, color, power).") from None
-    return out
+        return [lights.key_lights_from_dicts(frame_items, f"Lighting 'key_lights' frame {f}")
+                for f, frame_items in enumerate(items)]
+    return lights.key_lights_from_dicts(items, "Lighting 'key_lights'")
 
 
 def sh_array(value: Any, where: str) -> np.ndarray:
+    """Inline SH (9,), (9, 3), (N, 9) or (N, 9, 3) -> (N, 9, 3) float64; UserError when not finite numbers
+    or overflowing (`validate.sh_coefficients`)."""
+    from relight_core import validate
+
     try:
         arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"{where} is not a list of numbers; give 9 [r, g, b] triples.") from None
+    validate.sh_coefficients(arr, where)
     if arr.shape == (9,):
         arr = np.repeat(arr[:, None], 3, axis=1)
     if arr.shape == (9, 3):
@@ -128,8 +114,10 @@ def load_target_lighting(spec: Any, size: int | None = 512):
         if "reference" in spec:
             return SHSequence(reference_light(str(spec["reference"]), size)[None], [])
         if "preset" in spec:
-            spec = str(spec["preset"])
-        elif "file" in spec:
+            from relight_core import lights
+
+            return lights.load_preset(str(spec["preset"]))  # a name only: it cannot leave the presets folder
+        if "file" in spec:
             spec = str(spec["file"])
         else:
             raise UserError("Lighting must be one of {\"preset\"}, {\"file\"}, {\"reference\"} or {\"sh\"}.")

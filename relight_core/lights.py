@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +364,31 @@ def light_from_dict(d: dict) -> Any:
     raise ValueError(f"unknown light type {kind!r}")
 
 
+def key_lights_from_dicts(items: Any, where: str) -> list:
+    """A JSON list of key-light dicts (`light_from_dict`) -> light objects; UserError naming `where` and the
+    light's index when one is malformed, not finite or overflowing (`validate.MAX_LIGHT_POWER`)."""
+    from relight_core import validate
+
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise UserError(f"{where}: \"key_lights\" must be a list of light objects.")
+    out = []
+    for i, item in enumerate(items):
+        what = f"{where}: key light {i}"
+        if not isinstance(item, dict):
+            raise UserError(f"{what} must be an object with \"type\" and its fields.")
+        for name, value in item.items():
+            if name not in ("type", "shape", "name"):
+                validate.finite_array(value, f"{what} \"{name}\"", validate.MAX_LIGHT_POWER)
+        try:
+            out.append(light_from_dict(item))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise UserError(f"{what} is malformed; give type 'directional' (direction, color, strength), "
+                            "'point' (position, color, power), 'spot', 'area' or 'world'.") from None
+    return out
+
+
 def look_rotation(position: Any, target: Any = (0.0, 0.0, 0.0), up: Any = (0.0, 0.0, 1.0)) -> np.ndarray:
     """(3, 3) rotation (columns: local X, Y, Z) of a light at `position` whose local -Z points at
     `target` (for `AreaLight.rotation`, as Blender's Track To constraint)."""
@@ -479,8 +505,10 @@ def list_presets() -> list[str]:
 
 
 def _check_finite(arr: np.ndarray, path: Path) -> None:
-    if not np.all(np.isfinite(arr)):
-        raise UserError(f"Light file {path} contains NaN or infinite values; give finite SH coefficients.")
+    """UserError when the SH coefficients are not finite or so large that the shading overflows."""
+    from relight_core import validate
+
+    validate.sh_coefficients(arr, f"Light file {path}")
 
 
 def _sh_array(arr: np.ndarray, path: Path) -> np.ndarray:
@@ -510,8 +538,8 @@ def _read_txt(path: Path) -> np.ndarray:
             continue
         try:
             rows.append([float(t) for t in line.split()])
-        except ValueError:
-            raise UserError(f"Light file {path} line {i} is not numbers: {line[:40]!r}.") from None
+        except ValueError:  # never quote the line: a misnamed file may hold anything
+            raise UserError(f"Light file {path} line {i} is not numbers; give 9 SH coefficients.") from None
     counts = {len(r) for r in rows}
     flat = np.array([v for r in rows for v in r], dtype=np.float64)
     if counts == {1} or (len(rows) == 1 and flat.size == 9):
@@ -529,10 +557,9 @@ def _read_txt(path: Path) -> np.ndarray:
 
 
 def _read_json(path: Path) -> list[Lighting]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"Light file {path} is not valid JSON ({exc.__class__.__name__}).") from None
+    from relight_core import validate
+
+    data = validate.read_json_file(path, "Light file")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise UserError(f"Light file {path} is not a Portrait Relight lighting file "
                         f"(\"format\": \"{FORMAT}\" is missing).")
@@ -546,13 +573,10 @@ def _read_json(path: Path) -> list[Lighting]:
     except (TypeError, ValueError):
         raise UserError(f"Light file {path}: \"sh\" is not a list of numbers.") from None
     shs = _sh_array(arr, path)
-    try:
-        intensity = float(data.get("intensity", 1.0))
-        keys = _key_lights_per_frame(data.get("key_lights", []) or [], len(shs), path)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise UserError(f"Light file {path}: a key light or the intensity is malformed ({exc}).") from None
-    if not math.isfinite(intensity):
-        raise UserError(f"Light file {path}: \"intensity\" must be a finite number.")
+    intensity = validate.finite_number(data.get("intensity", 1.0), f"Light file {path}: \"intensity\"",
+                                       0.0, validate.MAX_SH)
+    keys = _key_lights_per_frame(data.get("key_lights", []) or [], len(shs), path)
+    validate.sh_coefficients(shs * intensity, f"Light file {path}: \"sh\" x \"intensity\"")
     name = str(data.get("name") or path.stem)
     desc = str(data.get("description", ""))
     n = max(len(shs), len(keys))
@@ -563,13 +587,14 @@ def _read_json(path: Path) -> list[Lighting]:
 def _key_lights_per_frame(items: list, n_sh: int, path: Path) -> list[list]:
     """A light file's "key_lights": one list for every frame, or one list per frame (an animated key
     light) -> one list of key lights per frame (at least `n_sh` entries unless per-frame)."""
+    if not isinstance(items, list):
+        raise UserError(f"Light file {path}: \"key_lights\" must be a list of light objects.")
     if items and all(isinstance(k, list) for k in items):
         if n_sh > 1 and len(items) != n_sh:
             raise UserError(f"Light file {path} has {n_sh} SH frames but {len(items)} frames of key lights; "
                             "give one list of key lights per frame, or one list for all frames.")
-        return [[light_from_dict(k) for k in frame] for frame in items]
-    keys = [light_from_dict(k) for k in items]
-    return [keys] * n_sh
+        return [key_lights_from_dicts(frame, f"Light file {path} frame {f}") for f, frame in enumerate(items)]
+    return [key_lights_from_dicts(items, f"Light file {path}")] * n_sh
 
 
 def read_lighting_file(path: str | os.PathLike) -> LightSequence:
@@ -584,8 +609,8 @@ def read_lighting_file(path: str | os.PathLike) -> LightSequence:
     if suffix == ".npy":
         try:
             arr = np.load(p, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise UserError(f"Light file {p} is not a readable .npy array ({exc}).") from None
+        except (ValueError, OSError, EOFError):
+            raise UserError(f"Light file {p} is not a readable .npy array.") from None
         arr = np.asarray(arr, dtype=np.float64) if arr.dtype.kind in "fiu" else None
         if arr is None:
             raise UserError(f"Light file {p} does not hold numbers.")
@@ -596,6 +621,23 @@ def read_lighting_file(path: str | os.PathLike) -> LightSequence:
     return LightSequence.from_sh(_sh_array(arr, p), name=p.stem)
 
 
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def load_preset(name: str) -> LightSequence:
+    """A lighting preset by name -> LightSequence; UserError when the name is not a plain preset name
+    (no folders: it cannot leave the presets folder) or no such preset is installed."""
+    s = str(name)
+    if not PRESET_NAME.fullmatch(s) or ".." in s:
+        raise UserError(f"Preset name {s!r} is not a plain name; choose one of "
+                        f"{', '.join(list_presets()) or 'the installed presets'}.")
+    preset = presets_dir() / f"{s}.json"
+    if not preset.is_file():
+        raise UserError(f"Lighting preset '{s}' does not exist; choose one of "
+                        f"{', '.join(list_presets()) or 'none installed'}.")
+    return read_lighting_file(preset)
+
+
 def load_lighting(spec: str | os.PathLike) -> LightSequence:
     """A preset name or a light file path -> LightSequence (raises UserError with the reason)."""
     s = str(spec)
@@ -604,9 +646,8 @@ def load_lighting(spec: str | os.PathLike) -> LightSequence:
         return read_lighting_file(p)
     if p.suffix.lower() in (".txt", ".npy", ".json") or os.sep in s or "/" in s:
         raise UserError(f"Light file {s} does not exist.")
-    preset = presets_dir() / f"{s}.json"
-    if preset.is_file():
-        return read_lighting_file(preset)
+    if PRESET_NAME.fullmatch(s) and (presets_dir() / f"{s}.json").is_file():
+        return load_preset(s)
     names = ", ".join(list_presets()) or "none installed"
     raise UserError(f"Lighting '{s}' is neither a preset ({names}) nor an existing light file.")
 

@@ -1,10 +1,9 @@
 """The streaming orchestrator: footage in -> relit frames and passes out, with progress events.
 
 Pass 1 (analysis): the tracker runs over the clip once (landmarks, pose, matte: small per-frame data);
-the result is cached as DIR/analysis.npz (with DIR/analysis.json naming the input) and reused when it
-matches the input and the frame range, at any size of the same aspect (it scales to the frame), so
-`relight-core analyze INPUT -o DIR/analysis.npz` ahead of time works too. Pass 2 (relight), one frame at
-a time, constant memory:
+the result is cached as DIR/.relight/analysis.npz (`layout`) and reused only when it was made from the
+same bytes, at the same size, and covers the frames (`session.analysis_mismatch`), so `relight-core
+analyze INPUT -o DIR` ahead of time works too. Pass 2 (relight), one frame at a time, constant memory:
 geometry -> input light (intrinsic) -> temporal stabilisation -> render -> write (atomic).
 
 Exposure ("intensity"): by default ("match") the target light is scaled by one constant per run so that
@@ -16,9 +15,14 @@ rho lit by irradiance E has radiance rho * E / pi, while the engine's image mode
 the target SH (and key lights) are scaled by 1/pi (`ABSOLUTE_SCALE`). The input light is then expressed for
 a skin albedo of luminance `intrinsic.SKIN_ALBEDO_LUMA`.
 
-Resume: a run skips frames whose files exist only when DIR/settings.json (`render_settings`: input, light,
-camera, size, background, light space, intensity, smoothing) says they were made the same way; otherwise
-it warns and renders every frame again.
+One run writes into DIR at a time (`lock.hold`: a second one stops with one sentence). Resume: a run
+skips a frame only when the manifest (`manifest.Manifest`, DIR/.relight/manifest.jsonl, a line per
+finished frame) says it was made with the same `render_settings` (input and light files by content,
+camera, size, first frame, background, light space, intensity, smoothing) and its files are there with
+the sizes recorded; everything else is rendered again. The `RESUME_WARMUP` frames before a resumed
+stretch are processed (not written) so the temporal filters are settled, and the input light continues
+from the manifest's recorded estimates, so resumed frames match an uninterrupted run (README). The
+report (DIR/.relight/report.json) is rebuilt from the manifest: it lists every finished frame.
 
 Events (dicts, the worker protocol in the README): started, progress (stage analyze|relight), warning,
 frame, done, cancelled. Cancelling (an Event, SIGTERM or Ctrl-C) stops between frames: every file that
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import threading
 import time
@@ -39,10 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from relight_core import lighting, outputs, session, views
+from relight_core import layout, lighting, lock, manifest, outputs, session, views
 from relight_core.errors import UserError
 
 PASSES = outputs.PASSES
+# frames processed (not written) before a resumed stretch: the albedo filter's memory decays as 0.6^n,
+# 0.6^12 = 0.002 (README, "Resume": the largest difference measured against an uninterrupted run)
+RESUME_WARMUP = 12
 EventSink = Callable[[dict], None]
 
 
@@ -154,7 +160,7 @@ def _frame_done(emit: EventSink, idx: int, files: dict[str, Path], done: int, to
 # --------------------------------------------------------------------------------------------- the run
 
 def run(job: RelightJob, on_event: EventSink | None = None, cancel: threading.Event | None = None) -> dict:
-    """Run a relight job -> the report (also written to DIR/report.json).
+    """Run a relight job -> the report (also written to DIR/.relight/report.json).
 
     on_event receives the protocol events; cancel (threading.Event) stops the run between frames
     (a "cancelled" event is sent and the report says so). Raises UserError for bad input.
@@ -174,8 +180,8 @@ def _run(job: RelightJob, emit: EventSink, cancel: threading.Event, t_start: flo
     out_path = Path(job.output).expanduser().resolve()
     # the batch reads every frame once, in order: nothing to cache
     clip = session.ClipSession(job.input, frames=tuple(job.frames) if job.frames else None, size=job.size,
-                               cache_dir=out_path, keep_analysis=job.keep_analysis, smoothing=job.smoothing,
-                               cache_mb=0)
+                               cache_dir=layout.engine_dir(out_path), keep_analysis=job.keep_analysis,
+                               smoothing=job.smoothing, cache_mb=0)
     footage = clip.footage
     target = lighting.load_target_lighting(job.lighting, size=512)
     still = footage.kind == "image"
@@ -185,16 +191,31 @@ def _run(job: RelightJob, emit: EventSink, cancel: threading.Event, t_start: flo
     plan = views.ViewPlan(job.camera, n_out)
     existed = out_path.exists()
     out = outputs.prepare_output(job.output)
-    try:
-        return _run_frames(job, clip, target, plan, out, n_out, still, device, emit, cancel, t_start)
-    except UserError:
-        frames_made = any(f.is_file() and not f.name.startswith(("analysis.", "input_light_"))
-                          for f in out.rglob("*"))
-        if not existed and not frames_made:  # a folder this run created, holding nothing of value
-            import shutil
+    with lock.hold(out):
+        try:
+            return _run_frames(job, clip, target, plan, out, n_out, still, device, emit, cancel, t_start)
+        except UserError:
+            frames_made = any(f.is_file() and layout.ENGINE_DIR not in f.relative_to(out).parts
+                              for f in out.rglob("*"))
+            if not existed and not frames_made:  # a folder this run created, holding nothing of value
+                import shutil
 
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporary files (`io.atomic_write`'s `.NAME.tmpPID.EXT`) that killed runs left in DIR
+    -> how many. Only while holding DIR's lock: then no other run is writing them."""
+    import re
+
+    pattern = re.compile(r"^\..+\.tmp\d+")
+    n = 0
+    for f in out.rglob(".*.tmp*"):
+        if f.is_file() and pattern.match(f.name):
+            f.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.ViewPlan, out: Path,
@@ -209,10 +230,16 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
                               "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
                               "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
-    report_path = out / "report.json"
-    settings = outputs.as_json(render_settings(job, footage))
-    resume = job.resume and _settings_unchanged(out, settings, footage, job, emit)
-    old_frames = _previous_report_frames(report_path) if resume else {}
+    report_path = layout.report_file(out)
+    remove_stale_temporaries(out)
+    out_indices = footage.frame_indices if not still else list(range(n_out))
+    settings = outputs.as_json(render_settings(job, footage, out_indices[0]))
+    sid = manifest.settings_id(settings)
+    book = manifest.Manifest(out, layout.manifest_file(out))
+    files_of = [outputs.frame_paths(out, stem, i, job.passes, job.format) for i in out_indices]
+    trusted = [book.trusted(i, sid, f) if job.resume else None
+               for i, f in zip(out_indices, files_of, strict=True)]
+    _warn_other_settings(book, out_indices, sid, trusted, out, emit)
     try:
         clip.open(emit, cancel, light_pass=False)
     except session.Cancelled:
@@ -222,30 +249,28 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     timings["analyze"] = 0.0 if clip.analysis_cached else time.perf_counter() - t_start
     report["analysis"] = {"cached": clip.analysis_cached,
                           "warnings": list(getattr(analysis, "warnings", []) or [])}
-    for wmsg in report["analysis"]["warnings"]:
+    for wmsg in report["analysis"]["warnings"] + plan.warnings:
         emit({"event": "warning", "frame": None, "message": str(wmsg)})
 
-    out_indices = footage.frame_indices if not still else list(range(n_out))
-    outputs.write_json(out / SETTINGS_FILE, settings)  # before the first frame is written
-    done_flags = [resume and all(p.is_file() for p in
-                                 outputs.frame_paths(out, stem, i, job.passes, job.format).values())
-                  for i in out_indices]
-    warm = 3  # frames re-analysed before a resumed stretch, so the temporal filters start settled
+    outputs.write_json(layout.engine_dir(out) / SETTINGS_FILE, {"id": sid, "settings": settings})
+    done_flags = [e is not None for e in trusted]
     need = [not d for d in done_flags]
-    analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + warm])) for k in range(n_out)]
+    analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + RESUME_WARMUP]))
+                    for k in range(n_out)]
 
     look = session.Look(target, plan, job.passes if job.format == "png" else outputs.PASSES,
                         job.light_space, job.intensity, job.background)
     first_light = clip.light.first_light()
     if first_light is not None:
         look.fix_exposure(first_light, np.asarray(analysis.cam_from_head[0], dtype=np.float64))
-    per_frame: dict[int, dict] = dict(old_frames)
+    per_frame: dict[int, dict] = {}
     written: list[int] = []
     t_pass2 = time.perf_counter()
     writer = outputs.FrameWriter(job.format, timings)
     try:
-        cancelled = _relight_frames(job, clip, look, writer, out, stem, n_out, still, out_indices, done_flags,
-                                    analyse_only, per_frame, written, timings, emit, cancel)
+        cancelled = _relight_frames(job, clip, look, writer, out, stem, n_out, still, out_indices, trusted,
+                                    analyse_only, per_frame, written, timings, emit, cancel,
+                                    _recorder(book, sid))
     finally:
         writer.close()
     if not cancelled:
@@ -254,7 +279,9 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     frames_written = len(written)
     processed = max(frames_written, 1)
     total_s = time.perf_counter() - t_start
-    report["frames"] = [per_frame[i] for i in sorted(per_frame)]
+    # every finished frame of the range, this run's and earlier ones' (rebuilt from the manifest)
+    report["frames"] = [e["report"] for e in (book.trusted(i, sid, f) for i, f in
+                                              zip(out_indices, files_of, strict=True)) if e is not None]
     report["exposure_scale"] = look.scale
     report["totals"] = {
         "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
@@ -277,10 +304,12 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
 
 def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Look,
                     writer: outputs.FrameWriter, out: Path, stem: str, n_out: int, still: bool,
-                    out_indices: list, done_flags: list, analyse_only: list, per_frame: dict, written: list,
-                    timings: dict, emit: EventSink, cancel: threading.Event) -> bool:
+                    out_indices: list, trusted: list, analyse_only: list, per_frame: dict, written: list,
+                    timings: dict, emit: EventSink, cancel: threading.Event, record: Callable) -> bool:
     """Pass 2 over the frames, through the session's per-frame steps (prepare, stabilise, render) in
-    order; returns True when cancelled."""
+    order; returns True when cancelled. trusted[k]: frame k's manifest entry when it is finished (it is
+    skipped; its recorded input light keeps the light's smoothing going), else None. record(index,
+    files, light_raw, report) runs on the writer thread once a frame's files exist."""
     from relight_core import temporal
 
     analysis = clip.analysis
@@ -299,7 +328,9 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state = None
         timings["decode"] += time.perf_counter() - t0
         idx = out_indices[k]
-        if done_flags[k] and not analyse_only[k]:
+        if trusted[k] is not None and not analyse_only[k]:
+            if not still and not clip.light.complete:
+                _replay_light(clip.light, clip.row(source_index), trusted[k])
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
         before = {st: timings[st] for st in session.PROCESSING_STAGES}
@@ -310,7 +341,7 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state.stable_albedo = stabilizer(state.albedo, img, state.alpha > 0.02) if not still \
                 else state.albedo
             timings["temporal"] += time.perf_counter() - t
-        if done_flags[k]:
+        if trusted[k] is not None:
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
         layers, info = look.render(state, state.stable_albedo, k, analysis, timings)
@@ -329,59 +360,82 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
                           "light_in": np.round(state.light_in, 5).tolist(),
                           "view": look.views.describe(k, info.get("cam2head")),
                           "warnings": warnings, "ms": frame_ms}
-        writer.submit(files, layers, _frame_done(emit, idx, files, k + 1, n_out, written))
+        light_raw = np.array(clip.light.raw[state.row])
+        done = _frame_done(emit, idx, files, k + 1, n_out, written)
+        writer.submit(files, layers, _then(lambda i=idx, f=files, r=light_raw: record(i, f, r, per_frame[i]),
+                                           done))
     return False
 
 
 SETTINGS_FILE = "settings.json"
 
 
-def render_settings(job: RelightJob, footage) -> dict:
-    """What decides the pixels of the output frames -> a JSON-able dict: the input (path, size, mtime), the
-    lighting (a light or reference file also by size and mtime, so an edited file counts as a change), the
-    camera, size, background, light space, intensity and smoothing. Passes, format, frame range, device
-    and resume are not in it: frames of another range, pass or format are other files."""
-    return {"version": 1, "input": session.input_signature(footage)["id"],
-            "lighting": _lighting_key(job.lighting), "camera": job.camera, "size": job.size,
-            "background": job.background, "light_space": job.light_space, "intensity": job.intensity,
-            "smoothing": job.smoothing}
+def render_settings(job: RelightJob, footage, first: int = 0) -> dict:
+    """What decides the pixels of the output frames -> a JSON-able dict: the input (by content,
+    `fingerprint`), the lighting (a light or reference file by content too), the camera, the working
+    size, the range's first frame (the "match" exposure and the temporal filters start there),
+    background, light space, intensity, smoothing and the engine version. Passes, format, device and
+    resume are not in it: frames of another pass or format are other files."""
+    from relight_core import __version__
+
+    return {"version": 2, "engine": __version__, "input": session.input_signature(footage)["id"],
+            "lighting": _lighting_key(job.lighting), "camera": job.camera,
+            "size": [footage.width, footage.height], "first": int(first), "background": job.background,
+            "light_space": job.light_space, "intensity": job.intensity, "smoothing": job.smoothing}
+
+
+def _recorder(book: manifest.Manifest, sid: str) -> Callable:
+    def record(index: int, files: dict[str, Path], light_raw: np.ndarray, report: dict) -> None:
+        book.append(index, sid, files, light_raw, report)
+    return record
+
+
+def _then(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        second()
+    return call
+
+
+def _replay_light(track, row: int, entry: dict) -> None:
+    """Feed a finished frame's recorded input-light estimate into the clip's light track (in order), as
+    rendering it would have: the smoothed light of the frames after it comes out the same."""
+    raw = entry.get("light_raw")
+    est = None if raw is None else np.asarray(raw, dtype=np.float32)
+    if est is not None and est.shape != (9, 3):
+        est = None
+    track.light(row, lambda: est)
+
+
+def _warn_other_settings(book: manifest.Manifest, out_indices: list, sid: str, trusted: list, out: Path,
+                         emit: EventSink) -> None:
+    """One warning when frames of this range in DIR were made with other settings (they are redone)."""
+    other = sum(1 for i, e in zip(out_indices, trusted, strict=True)
+                if e is None and i in book.entries and book.entries[i].get("settings") != sid)
+    if other:
+        emit({"event": "warning", "frame": None,
+              "message": f"{other} frame(s) in {out} were made with other settings; they are rendered again"})
 
 
 def _lighting_key(spec: Any) -> Any:
-    """A lighting spec as a comparable JSON-able value (files by path, size and mtime; light objects by
-    their SH per frame)."""
+    """A lighting spec as a comparable JSON-able value: light and reference files and presets by their
+    content (`fingerprint`: a file replaced by another of the same size and mtime is a change), light
+    objects by their SH per frame."""
+    from relight_core import fingerprint, lights
+
     if hasattr(spec, "sh_at"):
         n = int(getattr(spec, "n_frames", 1) or 1)
         shs = np.asarray([spec.sh_at(k) for k in range(n)], dtype=np.float64)
         return {"object": type(spec).__name__, "sh": hashlib.sha1(shs.tobytes()).hexdigest()}
     if isinstance(spec, dict):
-        return {k: (_lighting_key(v) if k in ("file", "reference") else v) for k, v in spec.items()}
-    p = Path(str(spec)).expanduser()
-    if p.is_file():
-        st = p.stat()
-        return {"file": str(p.resolve()), "size": st.st_size, "mtime": int(st.st_mtime)}
+        return {k: (_lighting_key(v) if k in ("file", "reference", "preset") else v) for k, v in spec.items()}
+    content = fingerprint.spec_fingerprint(str(spec))
+    if content is not None:
+        return {"file": str(Path(str(spec)).expanduser().resolve()), "content": content}
+    preset = lights.presets_dir() / f"{spec}.json"
+    if lights.PRESET_NAME.fullmatch(str(spec)) and preset.is_file():
+        return {"preset": str(spec), "content": fingerprint.file_fingerprint(preset)}
     return spec
-
-
-def _settings_unchanged(out: Path, settings: dict, footage, job: RelightJob, emit: EventSink) -> bool:
-    """True when DIR/settings.json holds `settings` (as written by `_as_json`), i.e. finished frames there
-    would come out the same; otherwise False, with a warning that every frame is rendered again when DIR
-    holds settings or frames of an earlier run."""
-    try:
-        old = json.loads((out / SETTINGS_FILE).read_text())
-    except (OSError, ValueError):
-        old = None
-    if old == settings:
-        return True
-    first = outputs.frame_paths(out, footage.name, footage.frame_indices[0] if footage.kind != "image" else 0,
-                        job.passes, job.format)
-    if old is not None or any(p.is_file() for p in first.values()):
-        emit({"event": "warning", "frame": None,
-              "message": f"the settings differ from those that made the frames in {out}; every frame is "
-                         "rendered again"})
-    return False
-
-
 
 
 def _job_options(job: RelightJob) -> dict:
@@ -395,17 +449,3 @@ def _job_options(job: RelightJob) -> dict:
                        for k, v in d["camera"].items()}
     d["passes"] = list(job.passes)
     return d
-
-
-def _previous_report_frames(path: Path) -> dict[int, dict]:
-    try:
-        data = json.loads(path.read_text())
-        return {int(f["index"]): f for f in data.get("frames", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-
-
-
-

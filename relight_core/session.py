@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import threading
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from relight_core import layout
 from relight_core import lighting as lighting_mod
 from relight_core.errors import UserError
 from relight_core.views import ViewPlan, intrinsics
@@ -137,45 +137,63 @@ def upsample(img: np.ndarray, h: int, w: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------- analysis
 
 def input_signature(footage) -> dict:
-    """What identifies the analysed footage: the resolved path, an id of (path, size, mtime), the source
-    frame range and the frame size."""
+    """What identifies the analysed footage: the resolved path, its content fingerprint as "id"
+    (`fingerprint.footage_fingerprint`: bytes, not path or mtime), the source frame range and the frame
+    size."""
+    from relight_core import fingerprint
+
     p = Path(footage.path).expanduser().resolve()
-    st = p.stat()
-    h = hashlib.sha1(f"{p}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
-    return {"input": str(p), "id": h, "first": footage.frame_indices[0],
-            "stop": footage.frame_indices[-1] + 1, "width": footage.width, "height": footage.height}
+    return {"input": str(p), "id": fingerprint.footage_fingerprint(footage),
+            "first": footage.frame_indices[0], "stop": footage.frame_indices[-1] + 1,
+            "width": footage.width, "height": footage.height}
 
 
-def _covers(analysis, footage) -> bool:
-    """True when the analysis' frames include every frame of `footage` (same aspect ratio)."""
+def analysis_mismatch(analysis, footage, fov_deg: float | None = None) -> str | None:
+    """Why a stored analysis cannot serve `footage` (one phrase), or None when it can: it must have been
+    made from the same bytes (`Analysis.source["input"]`), at exactly this frame size, with this engine
+    version and field of view, and cover the footage's frames (a movie that ends early is covered by
+    the analysis of the frames it has)."""
+    from relight_core import __version__, fingerprint
+
+    src = getattr(analysis, "source", None) or {}
+    if src.get("input") != fingerprint.footage_fingerprint(footage):
+        return "for other footage (or an earlier version of this file)" if src.get("input") else \
+            "without a record of its footage"
+    if list(src.get("size") or []) != [footage.width, footage.height]:
+        return f"at another size ({'x'.join(str(v) for v in src.get('size') or [])})"
+    if src.get("engine") != __version__:
+        return f"by engine version {src.get('engine')}"
+    if fov_deg is not None and abs(analysis.fov_deg - fov_deg) > 1e-6:
+        return f"for a field of view of {analysis.fov_deg:g} degrees"
     have = [int(i) for i in analysis.frame_indices]
+    asked = src.get("frames") or [have[0], have[-1] + 1]
     want = list(footage.frame_indices)
-    same_aspect = abs(analysis.width / analysis.height - footage.width / footage.height) < 0.01
-    return same_aspect and bool(have) and have == list(range(have[0], have[0] + len(have))) \
-        and want[0] >= have[0] and want[-1] <= have[-1]
+    if not have or have != list(range(have[0], have[0] + len(have))) or not (
+            asked[0] <= want[0] and want[-1] < asked[1] and have[0] == asked[0]):
+        return "for other frames"
+    return None
 
 
 def load_or_analyze(footage, cache_dir: Path | None, keep: bool, emit: EventSink,
                     cancel: threading.Event, fov_deg: float | None = None):
-    """The tracker's `Analysis` of the footage -> (analysis, cached): from DIR/analysis.npz when it was
-    made from the same input and covers its frames (at any size of the same aspect: it scales to the
-    frame), else tracked now (progress events, stage "analyze"; `Cancelled` when cancel is set) and
-    stored there when `keep`."""
-    from relight_core import io, track
+    """The tracker's `Analysis` of the footage -> (analysis, cached): from cache_dir/analysis.npz when
+    `analysis_mismatch` finds nothing against it, else tracked now (progress events, stage "analyze";
+    `Cancelled` when cancel is set) and stored there when `keep` (with a warning when a stored analysis
+    was made for something else)."""
+    from relight_core import layout, track
 
-    sig = input_signature(footage)
-    if cache_dir is not None:
-        npz, meta = cache_dir / "analysis.npz", cache_dir / "analysis.json"
-        if npz.is_file():
-            try:
-                old_sig = json.loads(meta.read_text()) if meta.is_file() else None
-                a = track.Analysis.load(str(npz))
-                if _covers(a, footage) and (old_sig is None or old_sig.get("id") == sig["id"]) \
-                        and (fov_deg is None or abs(a.fov_deg - fov_deg) < 1e-6):
-                    emit({"event": "progress", "stage": "analyze", "done": a.n_frames, "total": a.n_frames})
-                    return a, True
-            except Exception:  # noqa: BLE001 - an unreadable cache is simply recomputed
-                pass
+    npz = None if cache_dir is None else cache_dir / layout.ANALYSIS_NAME
+    if npz is not None and npz.is_file():
+        try:
+            a = track.Analysis.load(str(npz))
+            why = analysis_mismatch(a, footage, fov_deg)
+        except UserError:
+            why = "by an engine that wrote another format"
+        if why is None:
+            emit({"event": "progress", "stage": "analyze", "done": a.n_frames, "total": a.n_frames})
+            return a, True
+        emit({"event": "warning", "frame": None,
+              "message": f"the analysis in {npz} was made {why}; the footage is tracked again"})
     total = footage.n_frames
 
     def progress(*args, **_kw) -> None:
@@ -186,13 +204,8 @@ def load_or_analyze(footage, cache_dir: Path | None, keep: bool, emit: EventSink
     a = track.analyze_footage(footage, progress=progress, fov_deg=fov_deg)
     if not bool(np.any(a.valid)):
         raise UserError(f"No face was found in {footage.path.name}; the engine needs a visible face.")
-    if keep and cache_dir is not None:
-        with io.atomic_write(cache_dir / "analysis.npz") as tmp:
-            a.save(str(tmp))
-            if not tmp.exists() and Path(str(tmp) + ".npz").exists():  # np.savez may append .npz
-                os.replace(str(tmp) + ".npz", tmp)
-        with io.atomic_write(cache_dir / "analysis.json") as tmp:
-            tmp.write_text(json.dumps(sig))
+    if keep and npz is not None:
+        track.write_analysis(a, npz)
     return a, False
 
 
@@ -264,11 +277,6 @@ class InputLightTrack:
     def first_light(self) -> np.ndarray | None:
         """The smoothed light of row 0 when the track is complete (the "match" exposure's reference)."""
         return self.smoothed()[0] if self.complete else None
-
-    # the track is stored next to the analysis, one file per working size
-    @staticmethod
-    def path(cache_dir: Path, height: int, width: int) -> Path:
-        return cache_dir / f"input_light_{width}x{height}.npz"
 
     def save(self, path: Path, key: dict) -> None:
         from relight_core import io
@@ -603,14 +611,14 @@ class ClipSession:
     def _stored_light_track(self) -> InputLightTrack | None:
         if self.cache_dir is None:
             return None
-        path = InputLightTrack.path(self.cache_dir, self.footage.height, self.footage.width)
+        path = self.cache_dir / layout.light_track_name(self.footage.height, self.footage.width)
         return InputLightTrack.load(path, self._light_key(), self.analysis.n_frames, self.fps, self.smoothing)
 
     def save_light_track(self) -> bool:
         """Store the light track next to the analysis once it is complete -> True when written."""
         if self.cache_dir is None or not self.keep_analysis or not self.light.complete:
             return False
-        self.light.save(InputLightTrack.path(self.cache_dir, self.footage.height, self.footage.width),
+        self.light.save(self.cache_dir / layout.light_track_name(self.footage.height, self.footage.width),
                         self._light_key())
         return True
 

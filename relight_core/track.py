@@ -123,22 +123,27 @@ class OneEuroFilter:
 
 
 def smooth_sequence(x: np.ndarray, params: OneEuroParams, fps: float, scale: np.ndarray | float = 1.0,
-                    zero_phase: bool = True) -> np.ndarray:
+                    zero_phase: bool = True, out: np.ndarray | None = None) -> np.ndarray:
     """One-Euro over a sequence x (N, K, D) -> (N, K, D); forward then backward when zero_phase (no lag).
 
-    scale: per-frame (N,) or constant normaliser of the speed (see `OneEuroFilter`).
+    scale: per-frame (N,) or constant normaliser of the speed (see `OneEuroFilter`). out: an (N, K, D)
+    array to write into (e.g. float32, or a disk-backed map for a long clip), else a new float64 array;
+    only one frame of x is converted at a time, so memory does not grow with N beyond `out`.
     """
-    x = np.asarray(x, dtype=np.float64)
     n = len(x)
+    if out is None:
+        out = np.empty(np.shape(x), dtype=np.float64)
     sc = np.broadcast_to(np.asarray(scale, dtype=np.float64), (n,))
     f = OneEuroFilter(params, fps)
-    fwd = np.stack([f(x[i], float(sc[i])) for i in range(n)]) if n else x.copy()
+    for i in range(n):
+        out[i] = f(x[i], float(sc[i]))
     if not zero_phase or n < 2:
-        return fwd
+        return out
     f.reset()
-    bwd = np.stack([f(x[i], float(sc[i])) for i in range(n - 1, -1, -1)])[::-1]
-    # average of a causal and an anti-causal pass: lags cancel to first order
-    return 0.5 * (fwd + bwd)
+    for i in range(n - 1, -1, -1):
+        # average of a causal and an anti-causal pass: lags cancel to first order
+        out[i] = 0.5 * (out[i] + f(x[i], float(sc[i])))
+    return out
 
 
 # --------------------------------------------------------------------------------------------- mediapipe
@@ -417,6 +422,55 @@ class ArrayFootage:
             yield i, self.read(i)
 
 
+class FrameStore:
+    """Per-frame arrays of one shape and dtype kept in an anonymous temporary file instead of memory, so
+    that tracking a long clip does not grow the process (`analyze_footage`): `append` one frame at a
+    time, then `array()` maps them back (np.memmap; pages are read on use and can be dropped by the OS).
+    The file has no name (`tempfile.TemporaryFile`): it is gone when the last map closes, even after a
+    kill. `empty(n)` makes a writable map of n frames (for a filtered copy)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type) -> None:
+        import tempfile
+
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.n = 0
+        self._file = tempfile.TemporaryFile(prefix="relight-track-")
+
+    def append(self, frame: np.ndarray) -> None:
+        """Add one frame (shape `self.shape`)."""
+        try:
+            self._file.write(np.ascontiguousarray(frame, dtype=self.dtype).reshape(self.shape).tobytes())
+        except OSError as exc:
+            raise _temp_full(exc) from None
+        self.n += 1
+
+    def array(self) -> np.ndarray:
+        """The frames appended so far as an (n, *shape) array backed by the file (writable)."""
+        self._file.flush()
+        if self.n == 0:
+            return np.zeros((0, *self.shape), self.dtype)
+        return np.memmap(self._file, dtype=self.dtype, mode="r+", shape=(self.n, *self.shape))
+
+    @classmethod
+    def empty(cls, n: int, shape: tuple[int, ...], dtype: np.dtype | type) -> np.ndarray:
+        """A writable (n, *shape) array of zeros backed by a new anonymous file."""
+        store = cls(shape, dtype)
+        try:
+            store._file.truncate(n * int(np.prod(shape, dtype=np.int64)) * store.dtype.itemsize)
+        except OSError as exc:
+            raise _temp_full(exc) from None
+        store.n = n
+        return store.array()
+
+
+def _temp_full(exc: OSError) -> UserError:
+    import tempfile
+
+    return UserError(f"Could not write the tracking data to the temporary folder {tempfile.gettempdir()} "
+                     f"({exc.strerror or type(exc).__name__}); free space there or set TMPDIR to a disk "
+                     "that has some.")
+
+
 @dataclass
 class Analysis:
     """The per-frame track of a clip (see module docstring for units).
@@ -427,6 +481,9 @@ class Analysis:
     face_shape (478, 3) head units: the face shape the poses were fitted to (None = `neutral_face()`);
     head_matte (N, s, s) uint8 the matte of each frame's head crop, head_box (N, 4) int32 that crop
     (x0, y0, x1, y1) in px, all -1 where the frame has none (None: no frame has one; see `head_box`).
+    source: what was analysed (JSON-able): "frames" [first, stop) asked for (a truncated movie yields
+    fewer rows), "size" (width, height), "fov_deg", "engine" version, and where known the input's
+    "fingerprint" (`fingerprint.py`); a cached analysis is reused only when these match.
     """
 
     width: int
@@ -448,6 +505,7 @@ class Analysis:
     face_shape: np.ndarray | None = None
     head_matte: np.ndarray | None = None
     head_box: np.ndarray | None = None
+    source: dict = field(default_factory=dict)
 
     @property
     def n_frames(self) -> int:
@@ -475,21 +533,34 @@ class Analysis:
         return s @ np.asarray(self.K, dtype=np.float64)
 
     def save(self, path: str) -> None:
-        """Write a compressed .npz (versioned; `Analysis.load` reads it)."""
+        """Write a compressed .npz (versioned; `Analysis.load` reads it). Arrays are streamed into the zip
+        in blocks (`np.lib.format.write_array`), so a disk-backed analysis is never loaded whole; a failed
+        write (disk full) raises OSError with the file closed."""
+        import zipfile
+
         meta = {"version": self.version, "width": self.width, "height": self.height, "fps": self.fps,
-                "fov_deg": self.fov_deg, "warnings": list(self.warnings), "name": self.name}
-        with open(path, "wb") as f:
-            np.savez_compressed(
-                f, meta=np.array(json.dumps(meta)), frame_indices=np.asarray(self.frame_indices, np.int64),
-                landmarks=self.landmarks.astype(np.float32),
-                landmarks_raw=self.landmarks_raw.astype(np.float32), valid=self.valid.astype(bool),
-                cam_from_head=self.cam_from_head.astype(np.float64), K=np.asarray(self.K, np.float64),
-                matte=self.matte.astype(np.uint8), face_count=self.face_count.astype(np.int16),
-                pose_error_px=self.pose_error_px.astype(np.float32),
-                face_shape=np.asarray(neutral_face() if self.face_shape is None else self.face_shape,
-                                      np.float64),
-                **({} if self.head_box is None else {"head_matte": self.head_matte.astype(np.uint8),
-                                                     "head_box": self.head_box.astype(np.int32)}))
+                "fov_deg": self.fov_deg, "warnings": list(self.warnings), "name": self.name,
+                "source": self.source}
+        arrays = {
+            "meta": np.array(json.dumps(meta)), "frame_indices": np.asarray(self.frame_indices, np.int64),
+            "landmarks": self.landmarks, "landmarks_raw": self.landmarks_raw,
+            "valid": np.asarray(self.valid, bool),
+            "cam_from_head": self.cam_from_head.astype(np.float64), "K": np.asarray(self.K, np.float64),
+            "matte": self.matte, "face_count": self.face_count.astype(np.int16),
+            "pose_error_px": self.pose_error_px.astype(np.float32),
+            "face_shape": np.asarray(neutral_face() if self.face_shape is None else self.face_shape,
+                                     np.float64)}
+        if self.head_box is not None:
+            arrays.update(head_matte=self.head_matte, head_box=self.head_box.astype(np.int32))
+        dtypes = {"landmarks": np.float32, "landmarks_raw": np.float32, "matte": np.uint8,
+                  "head_matte": np.uint8}
+        with open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+            for name, arr in arrays.items():
+                arr = np.asarray(arr)
+                if name in dtypes and arr.dtype != dtypes[name]:
+                    arr = arr.astype(dtypes[name])
+                with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, arr, allow_pickle=False)
 
     @classmethod
     def load(cls, path: str) -> Analysis:
@@ -506,7 +577,7 @@ class Analysis:
                             f"version {ANALYSIS_VERSION}; run `relight-core analyze` again.")
         return cls(width=int(meta["width"]), height=int(meta["height"]), fps=float(meta["fps"]),
                    fov_deg=float(meta["fov_deg"]), warnings=list(meta["warnings"]), name=meta.get("name", ""),
-                   **arrays)
+                   source=dict(meta.get("source") or {}), **arrays)
 
 
 def _interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -539,21 +610,42 @@ def _bridge_poses(poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None) -> np.ndarray:
+def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Temporal [1, 2, 1] / 4 filter of a (N, h, w) uint8 matte sequence (ends replicated) -> uint8.
 
     present (N,) bool: the frames that have a matte (default all); a missing neighbour is replaced by
-    the frame itself, and missing frames are left as they are."""
+    the frame itself, and missing frames are left as they are. out: where to write (N, h, w) uint8
+    (e.g. a disk-backed `FrameStore.empty`), default a new array; three frames are read at a time."""
     n = len(matte)
     if n < 3:
         return matte
     has = np.ones(n, bool) if present is None else np.asarray(present, bool)
-    out = matte.copy()
-    for i in np.flatnonzero(has):
-        a = matte[i - 1] if i > 0 and has[i - 1] else matte[i]
-        c = matte[i + 1] if i < n - 1 and has[i + 1] else matte[i]
-        out[i] = ((a.astype(np.uint16) + 2 * matte[i].astype(np.uint16) + c + 2) // 4).astype(np.uint8)
+    if out is None:
+        out = np.empty(matte.shape, np.uint8)
+    for i in range(n):
+        m = np.asarray(matte[i])
+        if not has[i]:
+            out[i] = m
+            continue
+        a = matte[i - 1] if i > 0 and has[i - 1] else m
+        c = matte[i + 1] if i < n - 1 and has[i + 1] else m
+        out[i] = ((a.astype(np.uint16) + 2 * m.astype(np.uint16) + c + 2) // 4).astype(np.uint8)
     return out
+
+
+def _interpolate_rows(values: np.ndarray, valid: np.ndarray) -> None:
+    """`_interpolate_invalid` in place on (N, ...) rows of any float array (e.g. a disk-backed map):
+    memory of a few columns, not of the clip."""
+    good = np.flatnonzero(valid)
+    bad = np.flatnonzero(~np.asarray(valid, bool))
+    if len(bad) == 0 or len(good) == 0:
+        return
+    for i in bad:
+        j = np.searchsorted(good, i)
+        lo, hi = good[max(j - 1, 0)], good[min(j, len(good) - 1)]
+        t = 0.0 if hi == lo else (i - lo) / float(hi - lo)
+        values[i] = (1.0 - t) * np.asarray(values[lo], np.float64) + t * np.asarray(values[hi], np.float64)
 
 
 def matte_shape(height: int, width: int, size: int = MATTE_SIZE) -> tuple[int, int]:
@@ -647,7 +739,12 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
     head_seg = None  # a second segmenter for head crops, started on the first frame that needs one
     w, h = int(footage.width), int(footage.height)
     mh, mw = matte_shape(h, w)
-    raws, counts, mattes, indices, heads, boxes = [], [], [], [], [], []
+    # per-frame data goes to anonymous files, not lists: memory does not grow with the clip's length
+    raw_store = FrameStore((N_LANDMARKS, 3), np.float32)
+    matte_store = FrameStore((mh, mw), np.uint8)
+    head_store = FrameStore((HEAD_MATTE_SIZE, HEAD_MATTE_SIZE), np.uint8)
+    valid_l: list[bool] = []
+    counts, indices, boxes = [], [], []
     try:
         for done, (index, rgb) in enumerate(footage, start=1):
             if rgb.shape[:2] != (h, w):
@@ -655,18 +752,18 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
                                 f"is {w}x{h}; use frames of one size.")
             img8 = to_uint8_srgb(rgb)
             raw, count = tracker.detect(img8)
-            raws.append(raw)
+            valid_l.append(raw is not None)
+            raw_store.append(np.zeros((N_LANDMARKS, 3)) if raw is None else raw)
             counts.append(count)
             indices.append(int(index))
             if seg is not None:
-                mattes.append(np.round(seg.process(img8, (mh, mw)) * 255.0).astype(np.uint8))
+                matte_store.append(np.round(seg.process(img8, (mh, mw)) * 255.0))
                 box = None if raw is None else head_box(raw, w, h)
                 boxes.append(np.full(4, -1, np.int32) if box is None else box)
                 if box is not None and head_seg is None:
                     head_seg = PersonMatte()
-                heads.append(np.zeros((HEAD_MATTE_SIZE,) * 2, np.uint8) if box is None else np.round(
-                    head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0
-                ).astype(np.uint8))
+                head_store.append(np.zeros((HEAD_MATTE_SIZE,) * 2) if box is None else np.round(
+                    head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0))
             if progress is not None:
                 progress(done, n_total)
     finally:
@@ -674,16 +771,22 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         for s_ in (seg, head_seg):
             if s_ is not None:
                 s_.close()
-    n = len(raws)
-    valid = np.array([r is not None for r in raws], dtype=bool)
+    n = len(valid_l)
+    valid = np.array(valid_l, dtype=bool)
     if not valid.any():
         raise UserError(f"No face was found in any of the {n} frame(s) of {footage.name}; use footage with "
                         "a visible face.")
-    lm_raw = np.stack([r if r is not None else np.zeros((N_LANDMARKS, 3)) for r in raws])
-    face = np.array([face_size_px(r) if r is not None else np.nan for r in raws])
+    lm_raw = raw_store.array()
+    face = np.array([face_size_px(lm_raw[i]) if valid[i] else np.nan for i in range(n)])
     face = _interpolate_invalid(face, valid)
-    filled = _interpolate_invalid(lm_raw, valid)
-    lm = smooth_sequence(filled, smoothing, fps, scale=face) if smoothing and n > 1 else filled
+    filled = FrameStore.empty(n, (N_LANDMARKS, 3), np.float32)
+    filled[:] = lm_raw
+    _interpolate_rows(filled, valid)
+    if smoothing and n > 1:
+        lm = smooth_sequence(filled, smoothing, fps, scale=face, out=np.empty(filled.shape, np.float32))
+    else:
+        lm = np.array(filled)
+    del filled
     k = cam.k_matrix(cam.intrinsics_from_fov(fov, w, h))
     poses, errs = _solve_all(lm, k, None)
     shape = None
@@ -693,7 +796,7 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
     poses = _bridge_poses(poses, valid)
     if pose_smoothing and n > 1:
         poses = smooth_poses(poses, pose_smoothing, fps)
-    warns: list[str] = []
+    warns: list[str] = list(getattr(footage, "warnings", []) or [])
     counts_a = np.array(counts, dtype=np.int64)
     if (counts_a > 1).any():
         k_multi = int((counts_a > 1).sum())
@@ -703,13 +806,48 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         missing = [indices[i] for i in np.flatnonzero(~valid)]
         shown = ", ".join(str(m) for m in missing[:10]) + (" ..." if len(missing) > 10 else "")
         warns.append(f"no face on {len(missing)} frame(s) ({shown}); track interpolated from neighbours")
-    matte_arr = _smooth_matte(np.stack(mattes)) if mattes else np.full((n, mh, mw), 255, np.uint8)
+    if matte_store.n:
+        matte_arr = _smooth_matte(matte_store.array(), out=FrameStore.empty(n, (mh, mw), np.uint8))
+    else:
+        matte_arr = np.full((n, mh, mw), 255, np.uint8)
     box_arr = np.stack(boxes) if boxes and any(b[2] > b[0] for b in boxes) else None
     # the crops follow the head, so neighbouring frames' head mattes line up in crop coordinates
-    head_arr = None if box_arr is None else _smooth_matte(np.stack(heads), box_arr[:, 2] > box_arr[:, 0])
+    head_arr = None if box_arr is None else _smooth_matte(
+        head_store.array(), box_arr[:, 2] > box_arr[:, 0],
+        out=FrameStore.empty(n, (HEAD_MATTE_SIZE, HEAD_MATTE_SIZE), np.uint8))
     return Analysis(width=w, height=h, fps=fps, frame_indices=np.array(indices, dtype=np.int64),
-                    landmarks=lm.astype(np.float32), landmarks_raw=lm_raw.astype(np.float32), valid=valid,
+                    landmarks=lm, landmarks_raw=lm_raw, valid=valid,
                     cam_from_head=poses, K=k, fov_deg=fov, matte=matte_arr, face_count=counts_a,
                     pose_error_px=errs, warnings=warns, name=str(getattr(footage, "name", "")),
                     face_shape=neutral_face().copy() if shape is None else shape, head_matte=head_arr,
-                    head_box=box_arr)
+                    head_box=box_arr, source=analysis_source(footage, fov))
+
+
+def analysis_source(footage, fov_deg: float) -> dict:
+    """The `Analysis.source` of tracking `footage` now: frames asked for, size, FOV, engine version and,
+    for footage read from files, their content fingerprint ("input", `fingerprint.footage_fingerprint`)."""
+    from relight_core import __version__, fingerprint
+
+    idx = list(getattr(footage, "frame_indices", []) or [0])
+    src = {"frames": [int(idx[0]), int(idx[-1]) + 1], "size": [int(footage.width), int(footage.height)],
+           "fov_deg": float(fov_deg), "engine": __version__, "analysis_version": ANALYSIS_VERSION}
+    if getattr(footage, "path", None) is not None and getattr(footage, "kind", None):
+        src["input"] = fingerprint.footage_fingerprint(footage)
+    return src
+
+
+def write_analysis(analysis: Analysis, path) -> None:
+    """Save an analysis to `path` (.npz) atomically; UserError (one sentence, nothing left behind) when
+    the disk is full or the folder is not writable."""
+    from pathlib import Path
+
+    from relight_core import io
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with io.atomic_write(path) as tmp:
+            analysis.save(str(tmp))
+    except OSError as exc:
+        raise UserError(f"Could not write {path} ({exc.strerror or type(exc).__name__}); check the folder's "
+                        "free space and permissions.") from None

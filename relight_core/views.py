@@ -42,7 +42,7 @@ def _per_frame(values: Any, n: int, name: str) -> np.ndarray:
         return np.linspace(a, b, n) if n > 1 else np.array([a])
     try:
         arr = np.atleast_1d(np.asarray(values if values is not None else 0.0, dtype=np.float64))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError(f"Camera '{name}' must be degrees: one number or one per frame.") from None
     if arr.size == 1:
         return np.full(n, float(arr[0]))
@@ -52,11 +52,17 @@ def _per_frame(values: Any, n: int, name: str) -> np.ndarray:
 
 
 class ViewPlan:
-    """Per output frame k: the view (None = input view) as new_from_input 4x4 and intrinsics."""
+    """Per output frame k: the view (None = input view) as new_from_input 4x4 and intrinsics.
+
+    The numbers are checked here, where they enter (`validate`): orbit angles finite, absolute cameras
+    rigid, finite and looking at the head; `warnings` lists orbits beyond the documented range."""
 
     def __init__(self, camera: dict | None, n: int) -> None:
+        from relight_core import validate
+
         self.kind = "input"
         self.n = n
+        self.warnings: list[str] = []
         if not camera:
             return
         if not isinstance(camera, dict):
@@ -64,20 +70,21 @@ class ViewPlan:
         if "cam2head" in camera:
             try:
                 m = np.asarray(camera["cam2head"], dtype=np.float64)
-                self.fov = float(camera.get("fov_deg", 18.837))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UserError("Camera 'cam2head' must be a 4x4 matrix or one per frame.") from None
+            self.fov = validate.finite_number(camera.get("fov_deg", 18.837), "Camera fov_deg", 1.0, 170.0)
             if m.shape == (4, 4):
                 m = m[None]
             if m.ndim != 3 or m.shape[1:] != (4, 4) or len(m) not in (1, n):
                 raise UserError(f"Camera 'cam2head' has shape {m.shape}; give a 4x4 or {n} of them.")
-            if not 1.0 <= self.fov <= 170.0:
-                raise UserError(f"Camera fov_deg {self.fov} is out of range (1..170 degrees).")
+            validate.cam2head_matrices(m)
             self.kind, self.cam2head = "absolute", m
             return
         self.yaw = _per_frame(camera.get("yaw"), n, "yaw")
         self.pitch = _per_frame(camera.get("pitch"), n, "pitch")
         self.roll = _per_frame(camera.get("roll"), n, "roll")
+        angles = {"yaw": self.yaw, "pitch": self.pitch, "roll": self.roll}
+        self.warnings = validate.orbit_angle_warnings(angles)
         if np.all(self.yaw == 0) and np.all(self.pitch == 0) and np.all(self.roll == 0):
             return
         self.kind = "orbit"

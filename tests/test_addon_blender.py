@@ -555,7 +555,7 @@ def test_follow_tracked_head(scene, tmp_path):
     strip = add_image_strip(scene, files, start=4)
     s = scene.portrait_relight
     s.output_dir = str(tmp_path / "out")
-    out = tmp_path / "out" / "clip"
+    out = tmp_path / "out" / "clip" / ".relight"  # the engine's own files (relight_core.layout)
     out.mkdir(parents=True)
     meta = json.dumps({"version": 1, "fov_deg": 14.0})
     np.savez_compressed(out / "analysis.npz", meta=np.array(meta), frame_indices=np.arange(n),

@@ -67,7 +67,8 @@ for i in range(first, last):
     emit(event="frame", index=i, files={"rgba": dst})
 with open(os.path.join(req["output"], "request_seen.json"), "w") as fh:
     json.dump(req, fh)
-emit(event="done", frames=done, output=req["output"], report=os.path.join(req["output"], "report.json"))
+emit(event="done", frames=done, output=req["output"],
+     report=os.path.join(req["output"], ".relight", "report.json"))
 '''
 
 

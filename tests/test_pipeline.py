@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from relight_core import io, lights, pipeline, track
+from relight_core import io, layout, lights, pipeline, track
 from relight_core.eval import metrics
 
 # MediaPipe Face Mesh landmarks: cheek centres (image sides resolved by x), forehead, lower lip, chin tip
@@ -73,7 +73,7 @@ def face_regions(lm: np.ndarray) -> tuple[dict[str, list], int]:
 
 def round_trip_psnr(inp: Path, out: Path, **kw) -> list[float]:
     rep = run(inp, out, lighting="input", passes=("rgba",), **kw)
-    a = track.Analysis.load(str(out / "analysis.npz"))
+    a = track.Analysis.load(str(layout.analysis_file(out)))
     fo = io.open_footage(inp, frames=kw.get("frames"), size=kw.get("size"))
     psnrs = []
     for k, ((_, src), res) in enumerate(zip(fo, rgba_frames(out), strict=True)):
@@ -88,7 +88,7 @@ def test_round_trip_astronaut(tmp_path, astro_png):
     print(f"astronaut round trip PSNR inside the matte: {psnr[0]:.2f} dB")
     assert psnr[0] >= 35.0, psnr
     # the same through the explicit-light path: the estimated light given back as the target
-    report = json.loads((tmp_path / "rt" / "report.json").read_text())
+    report = json.loads((layout.report_file(tmp_path / "rt")).read_text())
     sh = report["frames"][0]["light_in"]
     run(astro_png, tmp_path / "rt2", lighting={"sh": sh}, size=256)
     a, b = rgba_frames(tmp_path / "rt")[0], rgba_frames(tmp_path / "rt2")[0]
@@ -111,7 +111,7 @@ def direction_checks(inp: Path, out: Path, **kw) -> dict[str, list[bool]]:
     results: dict[str, list[bool]] = {k: [] for k in LIGHTS}
     for name, d in LIGHTS.items():
         run(inp, out, lighting={"sh": directional_sh(d).tolist()}, passes=("rgba",), smoothing=False, **kw)
-        a = track.Analysis.load(str(out / "analysis.npz"))
+        a = track.Analysis.load(str(layout.analysis_file(out)))
         for k, img in enumerate(rgba_frames(out)):
             regions, r = face_regions(a.landmarks_at(k, img.shape[0], img.shape[1]))
             left, right, top, bottom = (region_luma(img, regions[n], r)
@@ -147,7 +147,7 @@ def flicker_ratio(inp: Path, out: Path, frames: tuple[int, int], smoothing: bool
     fo = io.open_footage(inp, frames=frames, size=256)
     src = [metrics.to_display(f) for _, f in fo]
     res = [f[..., :3] for f in rgba_frames(out)]
-    a = track.Analysis.load(str(out / "analysis.npz"))
+    a = track.Analysis.load(str(layout.analysis_file(out)))
     rois = [a.matte_at(k, src[0].shape[0], src[0].shape[1]) for k in range(len(src))]
     flows = metrics.flows_for(src)
     we_in = np.nanmean(metrics.warping_errors(src, flows, rois))
@@ -159,9 +159,8 @@ def flicker_ratio(inp: Path, out: Path, frames: tuple[int, int], smoothing: bool
 def test_flicker_no_worse_than_the_input(tmp_path, fixtures_dir, clip, record_property):
     inp = fixtures_dir / "videos" / clip
     on = flicker_ratio(inp, tmp_path / "on", (0, 30), smoothing=True)
-    shutil.copy(tmp_path / "on" / "analysis.npz", tmp_path / "analysis.npz")
-    (tmp_path / "off").mkdir()
-    shutil.copy(tmp_path / "analysis.npz", tmp_path / "off" / "analysis.npz")
+    layout.engine_dir(tmp_path / "off").mkdir(parents=True)
+    shutil.copy(layout.analysis_file(tmp_path / "on"), layout.analysis_file(tmp_path / "off"))
     off = flicker_ratio(inp, tmp_path / "off", (0, 30), smoothing=False)
     record_property("flicker_ratio_smoothing_on", on)
     record_property("flicker_ratio_smoothing_off", off)
@@ -239,7 +238,7 @@ def test_resume_renders_again_when_the_settings_changed(tmp_path, astro_png):
     rep = pipeline.run(pipeline.RelightJob(input=str(astro_png), output=str(out), camera=cam, size=128,
                                            lighting="rembrandt", resume=True), on_event=events.append)
     assert rep["totals"]["written"] == 2 and rep["totals"]["skipped"] == 0
-    assert any(e["event"] == "warning" and "settings differ" in e["message"] for e in events)
+    assert any(e["event"] == "warning" and "other settings" in e["message"] for e in events)
     after = {f.name: f.read_bytes() for f in (out / "rgba").glob("*.png")}
     assert all(after[n] != first[n] for n in first)  # relit under the new light, not kept
     # the same settings again: nothing to do
@@ -262,8 +261,8 @@ def test_exr_layers_and_transparent_background(tmp_path, astro_png):
     out2 = tmp_path / "t"
     run(astro_png, out2, size=128, background="transparent", passes=("rgba", "normal", "depth"))
     img = rgba_frames(out2)[0]
-    nose = track.Analysis.load(str(out2 / "analysis.npz")).landmarks_at(0, 128, 128)[1]
+    nose = track.Analysis.load(str(layout.analysis_file(out2))).landmarks_at(0, 128, 128)[1]
     assert img[0, 0, 3] == 0.0 and img[int(nose[1]), int(nose[0]), 3] == 1.0  # background / face
-    rep = json.loads((out2 / "report.json").read_text())
+    rep = json.loads((layout.report_file(out2)).read_text())
     assert set(rep["totals"]["ms_per_frame"]) >= {"geometry", "intrinsic", "temporal", "render", "write"}
     assert rep["frames"][0]["tracked"] is True and np.asarray(rep["frames"][0]["light_in"]).shape == (9, 3)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from relight_core import io, lighting, pipeline, session, views
+from relight_core import io, layout, lighting, pipeline, session, views
 from relight_core.errors import UserError
 
 SIZE = 192
@@ -82,7 +82,7 @@ def test_preview_matches_the_batch_render_of_the_same_frame(clip12, tmp_path):
     inside the matte it is within 35 dB of the batch frame (measured 47-58 dB on the fixture clips)."""
     out = tmp_path / "batch"
     pipeline.run(pipeline.RelightJob(input=str(clip12), output=str(out), lighting="rembrandt", resume=False))
-    assert session.InputLightTrack.path(out, SIZE, SIZE).is_file(), "a full run stores the clip's light track"
+    assert layout.light_track_file(out, SIZE, SIZE).is_file(), "a full run stores the clip's light track"
     preview = session.ClipSession(clip12, cache_dir=out)
     preview.open()
     for k in (3, 11):

@@ -89,7 +89,8 @@ def test_worker_cancel_leaves_complete_frames(tmp_path, astro_png, how):
     assert events[-1]["event"] == "cancelled" and events[-1]["frames_done"] >= 2
     files = complete_pngs(out / "rgba")
     assert 2 <= len(files) < 40
-    assert not [f for f in out.rglob("*") if f.name.startswith(".")]  # no temporary files left
+    assert not [f for f in out.rglob("*") if ".tmp" in f.name]  # no temporary files left
+    assert not (out / ".relight" / "lock").exists()  # the folder is free for the next run
 
 
 def test_worker_bad_request_is_one_error_event(tmp_path, astro_png):

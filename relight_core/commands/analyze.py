@@ -13,7 +13,9 @@ PREVIEW_FRAMES = 12
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `analyze`."""
     parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
-    parser.add_argument("-o", "--output", required=True, metavar="FILE", help="analysis file to write (.npz)")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE|DIR",
+                        help="analysis file to write (.npz), or a relight output folder: the analysis goes "
+                             "where `relight --out DIR` looks for it")
     parser.add_argument("--preview", metavar="DIR",
                         help=f"also write debug PNGs (landmarks, labels, depth, normals) of up to "
                              f"{PREVIEW_FRAMES} frames spread over the clip")
@@ -38,6 +40,23 @@ def parse_frames(text: str | None) -> tuple[int, int] | None:
     if a < 0 or b <= a:
         raise UserError(f"--frames {text!r} is empty or negative; give A:B with 0 <= A < B.")
     return a, b
+
+
+def analysis_path(output: str):
+    """`-o` -> the .npz to write: FILE.npz as given; a folder (existing, ending in a separator, or a new
+    name without a suffix) -> the analysis file that `relight --out DIR` reuses. UserError otherwise."""
+    import os
+    from pathlib import Path
+
+    from relight_core import layout
+    from relight_core.errors import UserError
+
+    out = Path(output)
+    if out.is_dir() or output.endswith((os.sep, "/")) or (not out.exists() and not out.suffix):
+        return layout.analysis_file(out)
+    if out.suffix.lower() != ".npz":
+        raise UserError(f"Output {out} must be a .npz file or an output folder.")
+    return out
 
 
 def write_preview(folder, footage, analysis, indices) -> list:
@@ -106,19 +125,16 @@ def write_preview(folder, footage, analysis, indices) -> list:
 def run(args: argparse.Namespace) -> int:
     """Analyse INPUT, write the .npz (atomically) and optional previews; prints a summary."""
     import sys
-    from pathlib import Path
 
     import numpy as np
 
-    from relight_core import io, track
-    from relight_core.errors import UserError
+    from relight_core import io, track, validate
     from relight_core.outputs import prepare_output
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".npz":
-        raise UserError(f"Output {out} must end in .npz.")
-    footage = io.open_footage(args.input, frames=parse_frames(args.frames), size=args.size)
-    prepare_output(out.parent)  # e.g. the relight output folder DIR of `-o DIR/analysis.npz`
+    out = analysis_path(validate.path_text(args.output, "Output"))
+    footage = io.open_footage(validate.path_text(args.input, "Input"), frames=parse_frames(args.frames),
+                              size=args.size)
+    prepare_output(out.parent)  # e.g. DIR/.relight of `-o DIR`
     bar = None
     try:
         from tqdm import tqdm
@@ -137,8 +153,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    with io.atomic_write(out) as tmp:
-        analysis.save(str(tmp))
+    track.write_analysis(analysis, out)
     n = analysis.n_frames
     print(f"analyze: {n} frame(s) of {footage.name} ({analysis.width}x{analysis.height}), face on "
           f"{int(analysis.valid.sum())}, vertical FOV {analysis.fov_deg:g} deg -> {out}")

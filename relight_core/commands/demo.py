@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from skimage import data
 
-    from relight_core import io, outputs, pipeline
+    from relight_core import io, layout, outputs, pipeline
     from relight_core.commands.relight import TerminalProgress
     from relight_core.errors import UserError
 
@@ -68,5 +68,5 @@ def run(args: argparse.Namespace) -> int:
     movie = out / "astronaut_relit.mp4"
     io.write_mp4(movie, (io.open_footage(p).read(0) for p in frames), fps=12.0)
     print(f"demo: {len(frames)} relit frames in {Path(out) / 'rgba'}, movie {movie}, "
-          f"report {report['output']}/report.json")
+          f"report {layout.report_file(report['output'])}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 NAME = "relight"
@@ -60,37 +59,34 @@ def parse_frames(text: str | None) -> tuple[int, int] | None:
 
 
 def parse_angle(text: str | None, name: str) -> float | str | None:
-    """'12.5' -> 12.5, 'a:b' -> 'a:b' (keyframed, validated), None -> None."""
+    """'12.5' -> 12.5, 'a:b' -> 'a:b' (keyframed, validated: finite degrees), None -> None."""
+    from relight_core import validate
     from relight_core.errors import UserError
 
     if text is None:
         return None
-    try:
-        parts = [float(p) for p in str(text).split(":")]
-    except ValueError:
-        raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.") from None
-    if len(parts) == 1:
-        return parts[0]
-    if len(parts) == 2:
-        return f"{parts[0]}:{parts[1]}"
-    raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.")
+    parts = str(text).split(":")
+    if len(parts) not in (1, 2):
+        raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.")
+    values = [validate.finite_number(p, f"--{name} '{text}'") if p.strip() else None for p in parts]
+    if None in values:
+        raise UserError(f"--{name} '{text}' is not a number of degrees or START:END.")
+    return values[0] if len(values) == 1 else f"{values[0]}:{values[1]}"
 
 
 def load_camera_file(path: str) -> dict:
-    """Read a cams.json -> the camera dict of the worker protocol (UserError when unreadable)."""
+    """Read a cams.json -> the camera dict of the worker protocol (UserError when unreadable; the numbers
+    are checked when the job starts, `views.ViewPlan`)."""
+    from relight_core import validate
     from relight_core.errors import UserError
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"Camera file {path} does not exist.") from None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"Camera file {path} is not valid JSON ({exc}).") from None
-    if isinstance(data, dict) and "frames" in data and "cam2head" not in data:
+    data = validate.read_json_file(path, "Camera file")
+    if isinstance(data, dict) and isinstance(data.get("frames"), list) and "cam2head" not in data:
         frames = data["frames"]
-        data = {"fov_deg": data.get("fov_deg", frames[0].get("fov_deg") if frames else None),
-                "cam2head": [f["cam2head"] for f in frames]}
+        if not all(isinstance(f, dict) and "cam2head" in f for f in frames):
+            raise UserError(f"Camera file {path}: every entry of 'frames' needs a 'cam2head' 4x4 matrix.")
+        first = frames[0].get("fov_deg") if frames else None
+        data = {"fov_deg": data.get("fov_deg", first), "cam2head": [f["cam2head"] for f in frames]}
     if not isinstance(data, dict) or "cam2head" not in data:
         raise UserError(f"Camera file {path} needs a 'cam2head' list of 4x4 matrices and 'fov_deg'.")
     return data
@@ -98,8 +94,12 @@ def load_camera_file(path: str) -> dict:
 
 def job_from_args(args: argparse.Namespace):
     """The `pipeline.RelightJob` of parsed CLI arguments."""
-    from relight_core import pipeline
+    from relight_core import pipeline, validate
 
+    for what, value in (("Input", args.input), ("Output folder", args.out), ("--light", args.light),
+                        ("Camera file", args.camera)):
+        if value is not None:
+            validate.path_text(value, what)
     camera = None
     if args.camera:
         camera = load_camera_file(args.camera)
@@ -148,7 +148,7 @@ class TerminalProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Run `relight`; prints where the frames and the report are."""
-    from relight_core import pipeline
+    from relight_core import layout, pipeline
 
     job = job_from_args(args)
     sink = TerminalProgress()
@@ -159,5 +159,5 @@ def run(args: argparse.Namespace) -> int:
     t = report["totals"]
     rate = f" ({t['fps_end_to_end']} fps end to end)" if t["fps_end_to_end"] else ""
     print(f"relit {t['written']} frame(s) ({t['skipped']} already done) into {report['output']}; "
-          f"report: {report['output']}/report.json{rate}")
+          f"report: {layout.report_file(report['output'])}{rate}")
     return 0

@@ -185,7 +185,7 @@ class Server:
         self.inbox.cancel_event.clear()
         rid = req.get("id")
         clip = session.ClipSession(path, frames=_frames(req.get("frames")), size=_size(req.get("size")),
-                                   cache_dir=_optional_path(req.get("cache"), "cache"),
+                                   cache_dir=_engine_dir(_optional_path(req.get("cache"), "cache")),
                                    fov_deg=_number(req.get("fov"), "fov", 1.0, 170.0))
 
         def progress(event: dict) -> None:
@@ -301,6 +301,13 @@ def _optional_path(value: Any, name: str) -> str | None:
     if not isinstance(value, str) or not value or "\0" in value:
         raise UserError(f"Field '{name}' must be a path.")
     return value
+
+
+def _engine_dir(out: str | None):
+    """The engine's own folder inside a relight output folder (where `relight --out` keeps its analysis)."""
+    from relight_core import layout
+
+    return None if out is None else layout.engine_dir(out)
 
 
 def _passes(value: Any) -> tuple[str, ...]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 import threading
@@ -26,26 +28,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The worker takes no options: the request comes on stdin."""
 
 
+# the request's optional fields and the JSON types each takes (None = null allowed)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "format": (str,), "device": (str,), "background": (str,), "light_space": (str,), "intensity": (str,),
+    "resume": (bool,), "smoothing": (bool,), "lighting": (str, dict), "camera": (dict,),
+}
+TYPE_NAMES = {str: "a string", bool: "true or false", dict: "an object"}
+
+
+def _check_field_types(req: dict) -> None:
+    """UserError naming the first field whose JSON type is wrong (`FIELD_TYPES`, size, passes, version)."""
+    from relight_core.errors import UserError
+
+    version = req.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError("Request field 'version' must be the number 1 (not a string).")
+    if version != 1:
+        raise UserError(f"Request version {version} is not supported; this worker speaks version 1.")
+    for key, types in FIELD_TYPES.items():
+        value = req.get(key)
+        if value is not None and not isinstance(value, types):
+            want = " or ".join(TYPE_NAMES[t] for t in types)
+            raise UserError(f"Request field '{key}' must be {want}.")
+    size = req.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
+        raise UserError("Request field 'size' must be a whole number of pixels or null.")
+    passes = req.get("passes")
+    if passes is not None and not (isinstance(passes, str) or (
+            isinstance(passes, list) and all(isinstance(p, str) for p in passes))):
+        raise UserError("Request field 'passes' must be a list of pass names such as [\"rgba\", \"normal\"].")
+
+
 def job_from_request(req: dict):
     """A protocol request (dict) -> `pipeline.RelightJob`; UserError names a bad field."""
-    from relight_core import pipeline
+    from relight_core import pipeline, validate
     from relight_core.errors import UserError
 
     if not isinstance(req, dict):
         raise UserError("The request must be a JSON object.")
-    if req.get("version", 1) != 1:
-        raise UserError(f"Request version {req.get('version')} is not supported; this worker speaks "
-                        "version 1.")
     unknown = sorted(set(req) - set(FIELDS))
     if unknown:
         raise UserError(f"Unknown request field(s) {', '.join(unknown)}.")
+    _check_field_types(req)
     for key in ("input", "output"):
         if not isinstance(req.get(key), str) or not req[key]:
             raise UserError(f"Request field '{key}' must be a path.")
+        validate.path_text(req[key], f"Request field '{key}'")
     frames = req.get("frames")
     if frames is not None:
         if not (isinstance(frames, (list, tuple)) and len(frames) == 2
-                and all(isinstance(f, (int, float)) and float(f).is_integer() for f in frames)):
+                and all(isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f)
+                        and float(f).is_integer() for f in frames)):
             raise UserError("Request field 'frames' must be [first, last_exclusive] or null.")
         frames = [int(f) for f in frames]
         if frames[0] < 0 or frames[1] <= frames[0]:
@@ -62,9 +95,32 @@ def job_from_request(req: dict):
         smoothing=bool(req.get("smoothing", True)))
 
 
-def _watch_stdin(cancel: threading.Event) -> None:
-    for line in sys.stdin:
-        text = line.strip()
+class StdinLines:
+    """Lines of bytes from file descriptor 0, read with os.read: no Python buffered-stream lock is held
+    by the daemon thread that waits for `cancel` (one held at interpreter exit aborts the process), and
+    stdin is read as bytes, so a request that is not UTF-8 is an error event, not a crash."""
+
+    def __init__(self, fd: int = 0) -> None:
+        self.fd, self.pending = fd, b""
+
+    def readline(self) -> bytes:
+        """The next line (with its newline), or what is left at end of input (b"" when nothing)."""
+        while b"\n" not in self.pending:
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                line, self.pending = self.pending, b""
+                return line
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line + b"\n"
+
+
+def _watch_stdin(lines: StdinLines, cancel: threading.Event) -> None:
+    while True:
+        raw = lines.readline()
+        if not raw:
+            return
+        text = raw.decode("utf-8", "replace").strip()
         if not text:
             continue
         if text == "cancel":
@@ -72,7 +128,7 @@ def _watch_stdin(cancel: threading.Event) -> None:
             return
         try:
             msg = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(msg, dict) and msg.get("cmd") == "cancel":
             cancel.set()
@@ -85,16 +141,18 @@ def run(args: argparse.Namespace) -> int:
 
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())
-    line = sys.stdin.readline()
+    lines = StdinLines()
+    line = lines.readline()
     from relight_core.errors import UserError
 
     try:
-        try:
-            req = json.loads(line)
-        except ValueError:
-            raise UserError("The first line on stdin must be one JSON request object.") from None
+        from relight_core import validate
+
+        if not line.strip():
+            raise UserError("The first line on stdin must be one JSON request object.")
+        req = validate.parse_json(line, "The request (first line on stdin)")
         job = job_from_request(req)
-        threading.Thread(target=_watch_stdin, args=(cancel,), daemon=True).start()
+        threading.Thread(target=_watch_stdin, args=(lines, cancel), daemon=True).start()
         from relight_core import pipeline
 
         report = pipeline.run(job, on_event=emit, cancel=cancel)

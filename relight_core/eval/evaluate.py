@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from relight_core import layout
 from relight_core.errors import UserError
 from relight_core.eval import metrics
 
@@ -188,7 +189,7 @@ def measure_run(ctx: ClipContext, out_dir: Path, target: np.ndarray, view: tuple
     from relight_core import geometry
     from relight_core import sh as shlib
 
-    report = json.loads((out_dir / "report.json").read_text())
+    report = json.loads(layout.report_file(out_dir).read_text())
     frames = read_rgba_dir(out_dir / "rgba", ctx.stem, ctx.indices)
     ana, linear = _retrack(frames, ctx.fps)
     by_index = {int(f["index"]): f for f in report.get("frames", [])}
@@ -277,7 +278,7 @@ def prepare_clip(cfg: EvalConfig, clip: str, root: Path, embedder) -> tuple[Clip
     footage = io.open_footage(clip, frames=tuple(job.frames) if job.frames else None, size=cfg.size)
     linear = [img for _, img in footage]
     display = [metrics.to_display(f) for f in linear]
-    ana = track.Analysis.load(str(rt_dir / "analysis.npz"))
+    ana = track.Analysis.load(str(layout.analysis_file(rt_dir)))
     h, w = display[0].shape[:2]
     mattes = [np.asarray(ana.matte_at(i, h, w), dtype=np.float32) for i in range(len(display))]
     flows = metrics.flows_for(display)
@@ -319,9 +320,9 @@ def run_one(cfg: EvalConfig, ctx: ClipContext, root: Path, variant: str, light: 
     if job is None:
         return {"skipped": why}
     out_dir.mkdir(parents=True, exist_ok=True)
-    for f in ("analysis.npz", "analysis.json"):
-        if (ctx.analysis_dir / f).is_file():
-            shutil.copy2(ctx.analysis_dir / f, out_dir / f)
+    if layout.analysis_file(ctx.analysis_dir).is_file():
+        layout.engine_dir(out_dir).mkdir(exist_ok=True)
+        shutil.copy2(layout.analysis_file(ctx.analysis_dir), layout.analysis_file(out_dir))
     with geometry_variant(geometry_kind):
         pipeline.run(job)
     res = measure_run(ctx, out_dir, target_sh(light), view, embedder, cfg.id_every, estimator)
