@@ -207,8 +207,8 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
 
     timings = session.new_timings()
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
-                              "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
-                              "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
+                              "device": device, "compute": "cpu: numpy/OpenCV (no GPU kernels yet)",
+                              "options": _job_options(job), "frames": []}
     report_path = out / "report.json"
     settings = outputs.as_json(render_settings(job, footage))
     resume = job.resume and _settings_unchanged(out, settings, footage, job, emit)
