@@ -19,10 +19,10 @@ from test_addon_blender import active_scene, add_image_strip, enable_addon, writ
 pytestmark = pytest.mark.blender
 
 FAKE_ENGINE = r'''#!{python}
-"""Fake engine: `<this> -m relight_core worker|--version`, speaking the worker protocol (FAKE_MODE env)."""
+"""Fake engine: `<this> -I -u engine_boot.py PATH worker|--version`, speaking the worker protocol (FAKE_MODE env)."""
 import json, os, re, shutil, sys, threading, time
 
-if sys.argv[1:] == ["-m", "relight_core", "--version"]:
+if sys.argv[-1] == "--version":
     print("relight-core 0.0-fake")
     sys.exit(0)
 mode = os.environ.get("FAKE_MODE", "ok")
