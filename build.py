@@ -189,8 +189,12 @@ def stage(out: Path, wheels: list[Path], platforms: list[str]) -> Path:
     (pkg / "blender_manifest.toml").write_text(manifest_with_wheels(text, names, platforms), encoding="utf-8")
     (pkg / "wheels").mkdir()
     for w in wheels:
-        if not (pkg / "wheels" / w.name).exists():
-            shutil.copy2(w, pkg / "wheels" / w.name)
+        dst = pkg / "wheels" / w.name
+        if not dst.exists():
+            try:
+                os.link(w, dst)  # wheels are big and never modified: a hard link when the disk allows
+            except OSError:
+                shutil.copy2(w, dst)
     for extra in ("LICENSE", "COPYING"):
         if (ROOT / extra).is_file():
             shutil.copy2(ROOT / extra, pkg / extra)
@@ -230,13 +234,17 @@ def zip_name(manifest: dict, platform: str) -> str:
     return f"{manifest['id']}-{manifest['version']}-{platform.replace('-', '_')}.zip"
 
 
-def describe(zip_path: Path) -> str:
-    """One line with the zip's size, then one line per wheel it carries (name and size)."""
+def zip_wheels(zip_path: Path) -> dict[str, int]:
+    """The wheels an extension zip carries: file name -> size in bytes."""
     import zipfile
 
     with zipfile.ZipFile(zip_path) as zf:
-        wheels = sorted((i.filename.split("/")[-1], i.file_size) for i in zf.infolist()
-                        if i.filename.endswith(".whl"))
+        return {i.filename.split("/")[-1]: i.file_size for i in zf.infolist() if i.filename.endswith(".whl")}
+
+
+def describe(zip_path: Path) -> str:
+    """One line with the zip's size, then one line per wheel it carries (name and size)."""
+    wheels = sorted(zip_wheels(zip_path).items())
     lines = [f"{zip_path.name}: {zip_path.stat().st_size / 1e6:.1f} MB, {len(wheels)} wheels"]
     lines += [f"    {n}  {s / 1e6:.1f} MB" for n, s in wheels]
     return "\n".join(lines)
@@ -251,22 +259,27 @@ def build(output_dir: Path, validate: bool = True, blender: str | None = None,
         raise SystemExit(f"build.py: unknown platform {unknown[0]}; choose from {', '.join(PLATFORM_TAGS)}.")
     manifest = tomllib.loads((ROOT / "blender_manifest.toml").read_text(encoding="utf-8"))
     cache = wheel_cache(cache)
-    wheels = [w for p in platforms for w in platform_wheels(p, cache)]
-    with tempfile.TemporaryDirectory(prefix="relight-core-wheel-") as tmp:
-        wheels.append(core_wheel(Path(tmp)))
-        pkg = stage(ROOT / "build" / "extension", wheels, platforms)
     output_dir.mkdir(parents=True, exist_ok=True)
-    zips = [output_dir / zip_name(manifest, p) for p in platforms]
-    for z in zips:
-        z.unlink(missing_ok=True)
     prefix = tool_prefix(blender)
-    run_tool(prefix + ["build", "--split-platforms", "--source-dir", str(pkg),
-                       "--output-dir", str(output_dir)])
-    for z in zips:
-        if not z.is_file():
-            raise SystemExit(f"build.py: Blender's build did not write {z.name}.")
-        if validate:
-            run_tool(prefix + ["validate", str(z)])
+    zips = []
+    with tempfile.TemporaryDirectory(prefix="relight-core-wheel-") as tmp:
+        core = core_wheel(Path(tmp))
+        for platform in platforms:  # one staging per platform: a universal2 wheel of another must not leak in
+            wheels = platform_wheels(platform, cache) + [core]
+            pkg = stage(ROOT / "build" / "extension", wheels, [platform])
+            z = output_dir / zip_name(manifest, platform)
+            z.unlink(missing_ok=True)
+            run_tool(prefix + ["build", "--split-platforms", "--source-dir", str(pkg),
+                               "--output-dir", str(output_dir)])
+            if not z.is_file():
+                raise SystemExit(f"build.py: Blender's build did not write {z.name}.")
+            dropped = sorted({w.name for w in wheels} - set(zip_wheels(z)))
+            if dropped:
+                raise SystemExit(f"build.py: Blender's build left {', '.join(dropped)} out of {z.name} (not "
+                                 f"a {platform} wheel to Blender); pin a version with a wheel for it.")
+            if validate:
+                run_tool(prefix + ["validate", str(z)])
+            zips.append(z)
     return zips
 
 
