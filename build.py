@@ -151,12 +151,23 @@ def platform_wheels(platform: str, cache: Path) -> list[Path]:
     return [f for f in found if f is not None]
 
 
+def _can_build_here() -> bool:
+    """True when this environment can build a wheel itself (setuptools >= 70.1, or with `wheel`), so pip
+    needs no isolated build environment (which it would download)."""
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    major_minor = tuple(int(x) for x in re.findall(r"\d+", setuptools.__version__)[:2])
+    return major_minor >= (70, 1) or importlib.util.find_spec("wheel") is not None
+
+
 def core_wheel(dest: Path) -> Path:
     """Build the pure-Python wheel of relight_core (this checkout) into `dest`; returns it."""
     shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)  # setuptools never prunes stale files there
-    isolation = [] if importlib.util.find_spec("setuptools") else ["--use-pep517"]
+    local = ["--no-build-isolation"] if _can_build_here() else []  # else pip fetches setuptools itself
     cmd = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "--quiet", "--no-deps",
-           *(["--no-build-isolation"] if not isolation else isolation), "--wheel-dir", str(dest), str(ROOT)]
+           *local, "--wheel-dir", str(dest), str(ROOT)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     hits = sorted(dest.glob("relight_core-*.whl"))
     if res.returncode != 0 or not hits:
