@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -86,6 +87,25 @@ def test_manifest_gets_wheels_before_its_tables():
     out = tomllib.loads(build.manifest_with_wheels(text, ["a-1-py3-none-any.whl"], ["linux-x64"]))
     assert out["wheels"] == ["./wheels/a-1-py3-none-any.whl"] and out["platforms"] == ["linux-x64"]
     assert out["permissions"] == tomllib.loads(text)["permissions"]
+
+
+def test_extension_pins_agree_with_the_engine_requirements():
+    """The zips ship what the engine is tested with: requirements.txt's pins, every runtime dependency of
+    pyproject.toml (less numpy, Blender's own, and imageio-ffmpeg, MP4 only) and setup.sh's mediapipe."""
+    import tomllib
+
+    build = _load_build()
+    pins = {build._norm(n): v for n, v in build.read_pins()}
+    assert not {"numpy", "torch", "matplotlib"} & set(pins)
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        name, sep, version = line.split("#")[0].strip().partition("==")
+        if sep and build._norm(name) != "numpy":
+            assert pins.get(build._norm(name)) == version, name
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {build._norm(re.split(r"[<>=!~ ;\[]", d, maxsplit=1)[0]) for d in deps}
+    assert names - {"numpy", "imageio_ffmpeg"} <= set(pins)
+    mp = re.search(r"mediapipe==([\w.]+)", (REPO / "tools" / "setup.sh").read_text()).group(1)
+    assert pins["mediapipe"] == mp
 
 
 @pytest.fixture(scope="module")
