@@ -129,6 +129,14 @@ def _popen_group() -> dict:
     return {"start_new_session": True}
 
 
+def start_engine(engine: Engine | str, *args: str, cwd: str | None = None) -> subprocess.Popen:
+    """Start `relight_core <args>` (e.g. "worker", "serve") isolated: -I, a fixed working directory, a clean
+    environment, its own process group; stdin/stdout/stderr are binary pipes. OSError when it cannot start."""
+    pipe = subprocess.PIPE
+    return subprocess.Popen(as_engine(engine).command(*args), stdin=pipe, stdout=pipe, stderr=pipe,
+                            cwd=cwd or engine_cwd(), env=_clean_env(), **_popen_group())
+
+
 def check_engine(engine: Engine | str, timeout: float = 120.0) -> tuple[bool, str]:
     """Run the engine's `relight_core --version`; returns (ok, one line: which engine and its version)."""
     engine = as_engine(engine)
@@ -201,9 +209,7 @@ class WorkerJob:
         self._last_output = time.monotonic()
         self._stdout_closed = threading.Event()
         try:
-            self.proc = subprocess.Popen(
-                engine_command(self.engine), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=cwd or engine_cwd(), env=_clean_env(), **_popen_group())
+            self.proc = start_engine(self.engine, "worker", cwd=cwd)
         except OSError as exc:
             raise RuntimeError(f"Could not start the engine with {self.engine.python}: {exc}; check the "
                                "Engine Python in the add-on preferences.") from exc
