@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import bpy
@@ -16,8 +17,8 @@ from bpy.props import (
     StringProperty,
 )
 
-from ._core import core_module, repo_root
-from .worker_client import default_engine_python
+from ._core import core_module, installed_wheels_dir, repo_root
+from .worker_client import Engine, chosen_engine, default_engine
 
 PASSES = ("rgba", "albedo", "shading", "normal", "depth")
 _preset_items_cache: list = []
@@ -117,8 +118,9 @@ class PortraitRelightPreferences(bpy.types.AddonPreferences):
 
     engine_python: StringProperty(
         name="Engine Python", subtype="FILE_PATH", default="",
-        description="Python executable of the environment with relight_core installed (tools/setup.sh makes "
-                    "<repo>/.venv). Empty: $RELIGHT_ENGINE_PYTHON or the repository's .venv")
+        description="Optional: Python executable of an external environment with relight_core installed "
+                    "(e.g. a CUDA machine). Empty: the engine bundled with the extension, run with "
+                    "Blender's own Python (from a source checkout: <repo>/.venv)")
     device: EnumProperty(name="Device", default="auto",
                          items=[("auto", "Auto", "CUDA when available, else CPU"),
                                 ("cpu", "CPU", "Always the CPU"), ("cuda", "CUDA", "NVIDIA GPU")])
@@ -130,8 +132,9 @@ class PortraitRelightPreferences(bpy.types.AddonPreferences):
         layout = self.layout
         layout.prop(self, "engine_python")
         if not self.engine_python:
-            found = default_engine_python(repo_root())
-            layout.label(text=f"Using: {found or 'nothing found; set the path above'}", icon="INFO")
+            found = engine_python(context)
+            layout.label(text=f"Using {found.describe() if found else 'nothing found; set the path above'}",
+                         icon="INFO")
         layout.prop(self, "device")
         layout.prop(self, "cache_dir")
         row = layout.row()
@@ -156,10 +159,13 @@ def get_prefs(context=None):
     return addon.preferences if addon is not None and addon.preferences is not None else _DefaultPrefs()
 
 
-def engine_python(context=None) -> str:
-    """The engine Python to run: the preference, else $RELIGHT_ENGINE_PYTHON or <repo>/.venv."""
+def engine_python(context=None) -> Engine:
+    """The engine to run: the Engine Python preference (an external environment), else the engine bundled
+    with the extension run by Blender's own Python (`worker_client.default_engine` says the order)."""
     p = get_prefs(context).engine_python
-    return bpy.path.abspath(p) if p else default_engine_python(repo_root())
+    if p:
+        return chosen_engine(bpy.path.abspath(p), repo_root())
+    return default_engine(repo_root(), installed_wheels_dir(), sys.executable)
 
 
 def output_root(settings, context=None) -> str:

@@ -228,8 +228,8 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
 
     timings = session.new_timings()
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
-                              "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
-                              "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
+                              "device": device, "compute": "cpu: numpy/OpenCV (no GPU kernels yet)",
+                              "options": _job_options(job), "frames": []}
     report_path = layout.report_file(out)
     remove_stale_temporaries(out)
     out_indices = footage.frame_indices if not still else list(range(n_out))

@@ -106,6 +106,16 @@ def _key_light_dirs(light, points: np.ndarray, head_centre: np.ndarray, rot: np.
     return v, colour, falloff.astype(np.float32), pos
 
 
+def scatter_min(buf: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
+    """Z-buffer reduction in place: buf[c] = min(buf[c], every value landing in cell c).
+
+    buf: (M,) float32, e.g. initialised to inf; cells: (N,) int64 flat indices into buf; values: (N,)
+    float32 depths. Equals torch's `scatter_reduce_(..., "amin")` bit for bit (min is exact); numpy's
+    unbuffered `minimum.at`, which has a fast path for 1-D integer indices since numpy 1.25.
+    """
+    np.minimum.at(buf, cells, values.astype(buf.dtype, copy=False))
+
+
 def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
                       res: int = 160, bias: float = 0.006, cos_theta: np.ndarray | None = None) -> np.ndarray:
     """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) for one light, from a shadow map.
@@ -119,8 +129,6 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
     (3 cells x tan(theta), theta the angle between normal and light, from `cos_theta` (N,) when given),
     which keeps grazing surfaces free of shadow acne. 3x3 percentage-closer filtering softens the edge.
     """
-    import torch
-
     if light_pos is None:
         axis = to_light[0].astype(np.float64)
         rel = points
@@ -147,10 +155,9 @@ def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.nd
     span = max(hi_u - lo_u, hi_v - lo_v, 1e-6) * 1.02
     iu = np.clip(((su - lo_u) / span * res).astype(np.int64), 0, res - 1)
     iv = np.clip(((sv - lo_v) / span * res).astype(np.int64), 0, res - 1)
-    cell = torch.from_numpy(iv * res + iu)
-    zmap = torch.full((res * res,), float("inf"))
-    zmap.scatter_reduce_(0, cell, torch.from_numpy(dist.astype(np.float32)), "amin")
-    zmap = zmap.numpy().reshape(res, res)
+    zmap = np.full(res * res, np.inf, np.float32)
+    scatter_min(zmap, iv * res + iu, dist.astype(np.float32))
+    zmap = zmap.reshape(res, res)
     # empty cells (sparse points at grazing angles) take the nearest occluder around them (3x3, twice)
     for _ in range(2):
         empty = np.isinf(zmap)
@@ -458,8 +465,6 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
     landed here), and for the nearest such point: coords (h, w, 3) float32 its source pixel x, y and new
     depth (head units); landed (h, w, 2) float32 the cell centre minus where it landed (px, each within
     +-0.5). All 0 where nothing landed."""
-    import torch
-
     h, w = out_hw
     maps = np.zeros((5, h * w), np.float32)
     pad = border_px if border_px > 0 and (valid[0].any() or valid[-1].any() or valid[:, 0].any()
@@ -483,15 +488,15 @@ def _splat(points: np.ndarray, valid: np.ndarray, new_from_input: np.ndarray,
     # the points, then the samples of stretched triangles (`_stretched_samples`) at pixel centres, looked
     # for only around points that landed where the points alone cover the surface sparsely
     tgt = iv[inside] * w + iu[inside]
-    zbuf = torch.from_numpy(np.full(h * w, np.inf, np.float32))
-    zbuf.scatter_reduce_(0, torch.from_numpy(tgt), torch.from_numpy(z[inside]), "amin")
-    sparse = cv2.boxFilter(np.isfinite(zbuf.numpy()).reshape(h, w).astype(np.float32), -1, (3, 3)) < 0.5
+    zbuf = np.full(h * w, np.inf, np.float32)
+    scatter_min(zbuf, tgt, z[inside])
+    sparse = cv2.boxFilter(np.isfinite(zbuf).reshape(h, w).astype(np.float32), -1, (3, 3)) < 0.5
     sx, sy, sz, scell = _stretched_samples(u, v, z, idx[inside[sparse.reshape(-1)[tgt]]], idx, valid.shape,
                                            k_out[0], out_hw)
-    zbuf.scatter_reduce_(0, torch.from_numpy(scell), torch.from_numpy(sz), "amin")
+    scatter_min(zbuf, scell, sz)
     tgt = np.concatenate([tgt, scell])
     z_all = np.concatenate([z[inside], sz])
-    nearest = np.flatnonzero(z_all <= zbuf.numpy()[tgt] + 1e-6)
+    nearest = np.flatnonzero(z_all <= zbuf[tgt] + 1e-6)
     pts = nearest[nearest < inside.size]  # nearest in their cell among the points, and their cells
     win, cell = inside[pts], tgt[pts]
     src = idx[win]

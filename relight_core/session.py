@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import threading
@@ -91,6 +92,11 @@ def resolve_device(device: str) -> str:
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"Device '{device}' is not one of auto, cpu, cuda.")
     if device == "cpu":
+        return "cpu"
+    if importlib.util.find_spec("torch") is None:  # torch is the optional `gpu` extra
+        if device == "cuda":
+            raise UserError("Device 'cuda' needs torch, which is not installed; install relight-core[gpu] "
+                            "or use --device cpu or auto.")
         return "cpu"
     import torch
 

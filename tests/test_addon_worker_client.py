@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,10 @@ from test_addon_blender import active_scene, add_image_strip, enable_addon, writ
 pytestmark = pytest.mark.blender
 
 FAKE_ENGINE = r'''#!{python}
-"""Fake engine: `<this> -m relight_core worker|--version`, speaking the worker protocol (FAKE_MODE env)."""
+"""Fake engine: `<this> -I -u engine_boot.py PATH worker|--version`, the worker protocol (FAKE_MODE env)."""
 import json, os, re, shutil, sys, threading, time
 
-if sys.argv[1:] == ["-m", "relight_core", "--version"]:
+if sys.argv[-1] == "--version":
     print("relight-core 0.0-fake")
     sys.exit(0)
 mode = os.environ.get("FAKE_MODE", "ok")
@@ -45,6 +46,13 @@ if mode == "crash":
 if mode == "error":
     emit(event="error", message="Frame 0 of the input could not be decoded; check the file.")
     sys.exit(2)
+if mode == "garbage":
+    sys.stdout.buffer.write(b'{"event": "progress", "stage": "\xff\xfe"}\n')
+    sys.stdout.flush()
+    time.sleep(60)
+if mode == "hang":
+    emit(event="started", frames=1, output=req["output"])
+    time.sleep(60)
 src = req["input"]
 key = lambda n: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", n)]
 files = sorted(os.listdir(src), key=key) if os.path.isdir(src) else [os.path.basename(src)]
@@ -159,6 +167,25 @@ def test_engine_errors_become_reports(fake, monkeypatch, mode):
         bpy.ops.portrait_relight.relight(synchronous=True)
     assert _result(sc, "broken") is None
     assert "error" in sc.portrait_relight.last_result
+
+
+@pytest.mark.parametrize("mode, expected", [("garbage", "not UTF-8"), ("hang", "sent nothing")])
+def test_synchronous_run_survives_a_broken_or_silent_engine(fake, monkeypatch, mode, expected):
+    """A non-UTF-8 event or an engine that goes silent: one error report, then the next run works."""
+    sc, make, _ = fake
+    from portrait_relight import worker_client
+
+    monkeypatch.setattr(worker_client, "IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(worker_client, "TERMINATE_GRACE_S", 0.5)
+    monkeypatch.setenv("FAKE_MODE", mode)
+    make("bad", 2, start=1)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=expected):
+        bpy.ops.portrait_relight.relight(synchronous=True)
+    assert time.monotonic() - t0 < 15 and _result(sc, "bad") is None
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}
+    assert _result(sc, "bad").frame_final_duration == 2
 
 
 def test_batch_relights_all_selected(fake):
