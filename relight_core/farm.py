@@ -195,8 +195,9 @@ def shot_parameters(shot: Shot) -> list[dict]:
 def shot_steps(shot: Shot) -> list[dict]:
     """Track -> Relight (CHUNK[INT] over the shot's frames) -> Encode, for one shot."""
     pid = param_id(shot.name)
-    common = ["--request", f"{{{{Param.ShotsDir}}}}/{shot.name}.json", "--input", f"{{{{Param.Input_{pid}}}}}",
-              "--out", f"{{{{Param.Output_{pid}}}}}", "--frames", f"{{{{Param.Frames_{pid}}}}}"]
+    common = ["--request", f"{{{{Param.ShotsDir}}}}/{shot.name}.json",
+              "--input", f"{{{{Param.Input_{pid}}}}}", "--out", f"{{{{Param.Output_{pid}}}}}",
+              "--frames", f"{{{{Param.Frames_{pid}}}}}"]
     track, relight, encode = (step_name(k, shot.name) for k in STEP_KINDS)
     return [
         {"name": track, "description": f"Analyse shot {shot.name} once (tracking, pose, matte).",
