@@ -7,7 +7,7 @@
 
 The package is staged in build/extension/portrait_relight/: the add-on (addon/*.py), the manifest,
 the lighting presets (presets/) and a copy of the numpy-only engine modules (relight_core/__init__, sh,
-lights, camera, errors) as the sub-package `relight_core`, with their `relight_core.` imports made
+lights, camera, errors, farm) as the sub-package `relight_core`, with their `relight_core.` imports made
 relative so they cannot clash with another installation. The add-on bundles no wheels, so one zip serves
 every platform. The validator is Blender's `blender_ext.py` (the `extension build/validate` command),
 taken from the `bpy` module's bundled `addons_core/bl_pkg` when no Blender executable is given.
@@ -27,7 +27,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parent
-VENDORED = ("__init__", "errors", "sh", "lights", "camera")
+VENDORED = ("__init__", "errors", "sh", "lights", "camera", "farm")
 ALLOWED_IMPORTS = {"numpy", "relight_core", "__future__"} | set(sys.stdlib_module_names)
 
 
