@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("bpy")
 import bpy  # noqa: E402
 
-from tests.test_addon_blender import add_image_strip, enable_addon, write_png_frames  # noqa: E402
+from test_addon_blender import active_scene, add_image_strip, enable_addon, write_png_frames  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
 
@@ -26,8 +26,6 @@ pytestmark = pytest.mark.blender
 @pytest.fixture()
 def scene():
     enable_addon()
-    from tests.test_addon_blender import active_scene
-
     with active_scene("PR farm") as sc:
         yield sc
 
