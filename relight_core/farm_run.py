@@ -87,25 +87,30 @@ def _shot_name(req: dict) -> str:
 # --------------------------------------------------------------------------------------------- tasks
 
 def run_track(req: dict, log: Log = _print) -> int:
-    """The Track task: make (or reuse) the shot's analysis in its output folder."""
-    import threading as _threading
-
-    from relight_core import io, pipeline
+    """The Track task: the shot's analysis and its input-light track (one light pass over the frames, so
+    that every chunk reads the same smoothed input light), made once and kept in the output folder."""
+    from relight_core import outputs, session
 
     job = job_of(req)
-    footage = io.open_footage(job.input, frames=job.frames, size=job.size)
-    out = pipeline.prepare_output(job.output)
-    a, b = footage.frame_indices[0], footage.frame_indices[-1] + 1
-    log(f"track: {footage.name} frames {a}-{b - 1} ({b - a}) at {footage.width}x{footage.height} -> {out}")
+    out = outputs.prepare_output(job.output)
+    clip = session.ClipSession(job.input, frames=job.frames, size=job.size, cache_dir=out,
+                               keep_analysis=True, smoothing=job.smoothing, cache_mb=0)
+    f = clip.footage
+    a, b = f.frame_indices[0], f.frame_indices[-1] + 1
+    log(f"track: {f.name} frames {a}-{b - 1} ({b - a}) at {f.width}x{f.height} -> {out}")
     t = time.perf_counter()
-    analysis, cached = pipeline.load_or_analyze(footage, job, out, lambda e: None, _threading.Event())
-    if cached:
-        log(f"track: {out / 'analysis.npz'} already matches this input and range; nothing to do")
+    stored = clip.cache_dir is not None and session.InputLightTrack.path(out, f.height, f.width).is_file()
+    clip.open(light_pass=True)
+    analysis = clip.analysis
+    if clip.analysis_cached and stored:
+        log(f"track: the analysis and input light in {out} already match this shot; nothing to do")
     else:
-        log(f"track: analysed {analysis.n_frames} frame(s), face on {int(analysis.valid.sum())}, in "
-            f"{time.perf_counter() - t:.1f} s -> {out / 'analysis.npz'}")
+        how = "reused the analysis of" if clip.analysis_cached else "analysed"
+        log(f"track: {how} {analysis.n_frames} frame(s) (face on {int(analysis.valid.sum())}) and estimated "
+            f"their input light in {time.perf_counter() - t:.1f} s -> {out / 'analysis.npz'}")
     for w in analysis.warnings:
         log(f"track: warning: {w}")
+    clip.close()
     return 0
 
 
@@ -150,10 +155,10 @@ def run_chunk(req: dict, chunk: str, warmup: int, log: Log = _print) -> int:
 
 def relit_frame_files(out: Path, stem: str, frames: tuple[int, int], fmt: str) -> list[Path]:
     """The colour file of every frame of the shot (rgba PNGs or the multilayer EXRs) in frame order."""
-    from relight_core import pipeline
+    from relight_core import outputs
 
     key = "exr" if fmt == "exr" else "rgba"
-    return [pipeline.frame_paths(out, stem, i, ("rgba",), fmt)[key] for i in range(*frames)]
+    return [outputs.frame_paths(out, stem, i, ("rgba",), fmt)[key] for i in range(*frames)]
 
 
 def _read_colour(path: Path, fmt: str):
@@ -178,7 +183,7 @@ def _read_colour(path: Path, fmt: str):
 
 def merge_chunk_reports(out: Path) -> Path | None:
     """Write OUT/report.json from the chunks' reports (frames in order, totals summed) -> its path."""
-    from relight_core.pipeline import _write_json
+    from relight_core.outputs import write_json
 
     parts = []
     for p in sorted(out.glob(CHUNK_REPORT_GLOB)):
@@ -198,7 +203,7 @@ def merge_chunk_reports(out: Path) -> Path | None:
                         "written": sum(p.get("totals", {}).get("written", 0) for p in parts),
                         "seconds": round(sum(p.get("totals", {}).get("seconds", 0.0) for p in parts), 3)}
     path = out / "report.json"
-    _write_json(path, merged)
+    write_json(path, merged)
     return path
 
 

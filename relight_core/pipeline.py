@@ -55,6 +55,12 @@ class RelightJob:
     camera: None (input view), {"yaw": [...], "pitch": [...], "roll": [...]} (degrees, one value or one per
     frame; an orbit of the INPUT camera about the head centre, positive yaw = camera toward head +x,
     positive pitch = camera above) or {"fov_deg": f, "cam2head": 4x4 or [4x4 per frame]} (absolute).
+    chunk: source frames [a, b) of `frames` to write (a farm chunk). The rest of `frames` is the shot's
+    context: its analysis and input-light track (made over the whole range, by a light pass if not stored),
+    the exposure of its first frame, per-frame lights and cameras counted from its first frame. The
+    report is DIR/report_<a>-<b-1>.json, so that chunks can run at once.
+    warmup: frames before each stretch to write (a chunk, or what a resumed run has left) that are
+    processed without being written, so that the albedo's temporal filter starts as in one pass.
     """
 
     input: str
@@ -72,6 +78,8 @@ class RelightJob:
     intensity: str = "match"
     smoothing: bool = True
     keep_analysis: bool = True
+    chunk: tuple[int, int] | None = None
+    warmup: int = 3
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -88,6 +96,10 @@ def _validate(job: RelightJob) -> None:
         raise UserError(f"Light space '{job.light_space}' is not world or head.")
     if job.intensity not in ("match", "absolute"):
         raise UserError(f"Intensity '{job.intensity}' is not match or absolute.")
+    if job.chunk is not None and not (len(job.chunk) == 2 and 0 <= job.chunk[0] < job.chunk[1]):
+        raise UserError(f"Chunk {job.chunk} is not a frame range [first, last_exclusive).")
+    if int(job.warmup) < 0:
+        raise UserError(f"Warm-up {job.warmup} is negative; give 0 or more frames.")
     if job.size is not None and not 16 <= int(job.size) <= 8192:
         raise UserError(f"Size {job.size} is out of range; give the longer side in pixels (16..8192).")
 
@@ -209,12 +221,12 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
                               "device": device, "compute": "cpu: numpy/OpenCV, torch for z-buffer scatters "
                               "(no GPU kernels yet)", "options": _job_options(job), "frames": []}
-    report_path = out / "report.json"
+    report_path = report_file(out, job)
     settings = outputs.as_json(render_settings(job, footage))
     resume = job.resume and _settings_unchanged(out, settings, footage, job, emit)
     old_frames = _previous_report_frames(report_path) if resume else {}
     try:
-        clip.open(emit, cancel, light_pass=False)
+        clip.open(emit, cancel, light_pass=job.chunk is not None)
     except session.Cancelled:
         emit({"event": "cancelled", "frames_done": 0})
         return {"cancelled": True, "frames_done": 0}
@@ -227,16 +239,19 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
 
     out_indices = footage.frame_indices if not still else list(range(n_out))
     outputs.write_json(out / SETTINGS_FILE, settings)  # before the first frame is written
-    done_flags = [resume and all(p.is_file() for p in
-                                 outputs.frame_paths(out, stem, i, job.passes, job.format).values())
-                  for i in out_indices]
-    warm = 3  # frames re-analysed before a resumed stretch, so the temporal filters start settled
-    need = [not d for d in done_flags]
-    analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + warm])) for k in range(n_out)]
+    in_chunk = [job.chunk is None or job.chunk[0] <= i < job.chunk[1] for i in out_indices]
+    if not any(in_chunk):
+        raise UserError(f"Chunk {job.chunk[0]}:{job.chunk[1]} holds none of the frames "
+                        f"{out_indices[0]}:{out_indices[-1] + 1} of {stem}.")
+    # frames outside the chunk count as done: never written, at most processed to warm up
+    done_flags = [not c or (resume and all(p.is_file() for p in outputs.frame_paths(
+                      out, stem, i, job.passes, job.format).values()))
+                  for i, c in zip(out_indices, in_chunk, strict=True)]
+    first_light = clip.light.first_light()
+    analyse_only = warm_up_frames(done_flags, int(job.warmup), exposure_known=first_light is not None)
 
     look = session.Look(target, plan, job.passes if job.format == "png" else outputs.PASSES,
                         job.light_space, job.intensity, job.background)
-    first_light = clip.light.first_light()
     if first_light is not None:
         look.fix_exposure(first_light, np.asarray(analysis.cam_from_head[0], dtype=np.float64))
     per_frame: dict[int, dict] = dict(old_frames)
@@ -256,8 +271,11 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     total_s = time.perf_counter() - t_start
     report["frames"] = [per_frame[i] for i in sorted(per_frame)]
     report["exposure_scale"] = look.scale
+    if job.chunk is not None:
+        report["chunk"] = list(job.chunk)
     report["totals"] = {
-        "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
+        "frames": sum(in_chunk), "written": frames_written, "cancelled": cancelled,
+        "skipped": sum(d and c for d, c in zip(done_flags, in_chunk, strict=True)),
         "seconds": round(total_s, 3),
         "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
         "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
@@ -285,9 +303,14 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
 
     analysis = clip.analysis
     stabilizer = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
-    it = _prefetch(clip.footage, timings) if not still else iter(clip.footage)
-    img, state = None, None
-    for k in range(n_out):
+    work = [k for k in range(n_out) if not done_flags[k] or analyse_only[k]]
+    if not work:
+        return False
+    k0, k1 = (work[0], work[-1] + 1) if not still else (0, n_out)
+    it = _prefetch(_frames_between(clip, job, out_indices, k0, k1), timings) if not still \
+        else iter(clip.footage)
+    img, state, last = None, None, None
+    for k in range(k0, k1):
         if cancel.is_set():
             return True
         t0 = time.perf_counter()
@@ -302,6 +325,9 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
         if done_flags[k] and not analyse_only[k]:
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
+        if last is not None and k != last + 1 and not still:
+            stabilizer.reset()  # after a gap the albedo filter starts afresh (then warms up)
+        last = k
         before = {st: timings[st] for st in session.PROCESSING_STAGES}
         if state is None:  # a still image is prepared once for all its output frames
             state = session.prepare_frame(analysis, clip.row(source_index), img, clip.light, timings)
@@ -333,7 +359,36 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
     return False
 
 
+def warm_up_frames(done: list[bool], warmup: int, exposure_known: bool) -> list[bool]:
+    """Which done frames (not written) are processed anyway: the `warmup` frames before every frame to
+    write, and the first frame when the "match" exposure is not known without it; none when every frame
+    is done."""
+    need = [not d for d in done]
+    if not any(need):
+        return [False] * len(done)
+    return [d and ((k == 0 and not exposure_known) or any(need[k + 1:k + 1 + warmup]))
+            for k, d in enumerate(done)]
+
+
+def _frames_between(clip: session.ClipSession, job: RelightJob, out_indices: list, k0: int, k1: int):
+    """The footage's frames k0..k1-1 of the run (decoding starts at k0: a late chunk does not decode the
+    frames before its warm-up)."""
+    from relight_core import io
+
+    if (k0, k1) == (0, len(out_indices)):
+        return clip.footage
+    return io.open_footage(job.input, frames=(out_indices[k0], out_indices[k1 - 1] + 1), size=job.size)
+
+
 SETTINGS_FILE = "settings.json"
+
+
+def report_file(out: Path, job: RelightJob) -> Path:
+    """DIR/report.json, or DIR/report_<a>-<b-1>.json for a chunk (chunks that run at once write their own;
+    the farm's Encode task merges them into report.json)."""
+    if job.chunk is None:
+        return out / "report.json"
+    return out / f"report_{job.chunk[0]:06d}-{job.chunk[1] - 1:06d}.json"
 
 
 def render_settings(job: RelightJob, footage) -> dict:
