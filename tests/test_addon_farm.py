@@ -15,7 +15,6 @@ import pytest
 
 pytest.importorskip("bpy")
 import bpy  # noqa: E402
-
 from test_addon_blender import active_scene, add_image_strip, enable_addon, write_png_frames  # noqa: E402
 
 yaml = pytest.importorskip("yaml")
@@ -45,8 +44,8 @@ def test_export_farm_job_from_two_strips(scene, tmp_path):
     sun.rotation_euler = (math.radians(50), 0.0, math.radians(60))
     sun.keyframe_insert("rotation_euler", frame=6)
     frames = [np.full((16, 16, 3), 90 + 10 * i, np.uint8) for i in range(4)]
-    a = add_image_strip(scene, write_png_frames(tmp_path / "a", frames, "a"), channel=1, start=1, name="shot A")
-    b = add_image_strip(scene, write_png_frames(tmp_path / "b", frames, "b"), channel=2, start=3, name="shot B")
+    a = add_image_strip(scene, write_png_frames(tmp_path / "a", frames, "a"), 1, 1, name="shot A")
+    b = add_image_strip(scene, write_png_frames(tmp_path / "b", frames, "b"), 2, 3, name="shot B")
     a.select = b.select = True
     scene.portrait_relight.output_dir = str(tmp_path / "relight")
     bundle = tmp_path / "bundle"
@@ -91,7 +90,8 @@ def test_export_farm_job_from_two_strips(scene, tmp_path):
     openjd = Path(sys.executable).with_name("openjd")
     openjd = str(openjd) if openjd.is_file() else shutil.which("openjd")
     if openjd:
-        check = subprocess.run([openjd, "check", str(bundle / "template.yaml")], capture_output=True, text=True)
+        check = subprocess.run([openjd, "check", str(bundle / "template.yaml")], capture_output=True,
+                               text=True)
         assert check.returncode == 0, check.stdout + check.stderr
 
 
