@@ -168,6 +168,10 @@ def test_three_chunks_under_openjd_equal_one_pass(fixtures_dir, tmp_path):
     assert [f["index"] for f in report["frames"]] == list(range(24))
     assert (out / "lp_d18_relit.mp4").stat().st_size > 0
 
+    # a local relight of the same request (what Blender's Relight sends) finds every frame done
+    local = pipeline.run(farm_run.job_of(json.loads((bundle / "shots" / "lp_d18.json").read_text())
+                                         | {"output": str(out)}))
+    assert (local["totals"]["written"], local["totals"]["skipped"]) == (0, 24)
     # what `openjd run ... --step "Relight lp_d18" --task-param Frame=16-23` runs again: nothing to do
     lines: list[str] = []
     req = farm_run.load_shot_request(bundle / "shots" / "lp_d18.json", str(clip), str(out), "0-23")
