@@ -80,10 +80,6 @@ def job_of(req: dict, chunk: tuple[int, int] | None = None, warmup: int | None =
     return job
 
 
-def _shot_name(req: dict) -> str:
-    return Path(str(req["input"])).stem if Path(str(req["input"])).is_file() else Path(str(req["input"])).name
-
-
 # --------------------------------------------------------------------------------------------- tasks
 
 def run_track(req: dict, log: Log = _print) -> int:
@@ -99,13 +95,15 @@ def run_track(req: dict, log: Log = _print) -> int:
     a, b = f.frame_indices[0], f.frame_indices[-1] + 1
     log(f"track: {f.name} frames {a}-{b - 1} ({b - a}) at {f.width}x{f.height} -> {out}")
     t = time.perf_counter()
-    stored = clip.cache_dir is not None and session.InputLightTrack.path(out, f.height, f.width).is_file()
-    clip.open(light_pass=True)
+    clip.open(light_pass=False)
+    cached, stored = clip.analysis_cached, clip.light.complete
+    if not stored:
+        clip.open(light_pass=True)  # the analysis is on disk now: this adds the light pass
     analysis = clip.analysis
-    if clip.analysis_cached and stored:
+    if cached and stored:
         log(f"track: the analysis and input light in {out} already match this shot; nothing to do")
     else:
-        how = "reused the analysis of" if clip.analysis_cached else "analysed"
+        how = "reused the analysis of" if cached else "analysed"
         log(f"track: {how} {analysis.n_frames} frame(s) (face on {int(analysis.valid.sum())}) and estimated "
             f"their input light in {time.perf_counter() - t:.1f} s -> {out / 'analysis.npz'}")
     for w in analysis.warnings:
@@ -197,6 +195,7 @@ def merge_chunk_reports(out: Path) -> Path | None:
     for part in parts:
         frames.update({int(f["index"]): f for f in part.get("frames", [])})
     merged = {k: v for k, v in parts[0].items() if k not in ("frames", "totals", "chunk")}
+    merged["options"] = {k: v for k, v in merged.get("options", {}).items() if k != "chunk"}
     merged["chunks"] = [p.get("chunk") for p in parts]
     merged["frames"] = [frames[i] for i in sorted(frames)]
     merged["totals"] = {"frames": len(frames),
