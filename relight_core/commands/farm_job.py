@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     bundle = template.parent
     n_tasks = sum(len(farm.chunk_ranges(tuple(s.request["frames"]), args.chunk)) + 2 for s in shots)
     print(f"farm-job: {len(shots)} shot(s), {n_tasks} task(s) -> {template}")
-    print(f"  submit:    deadline bundle submit {bundle}")
-    print(f"  run here:  relight-core farm-job ... --run-local, or openjd run {template} "
-          f"-p file://{bundle / farm.PARAMETERS_JSON} --step 'Encode {shots[-1].name}' --run-dependencies")
+    print(f"  submit:   deadline bundle submit {bundle}")
+    print(f"  run here: add --run-local, or per shot: openjd run {template} -p "
+          f"file://{bundle / farm.PARAMETERS_JSON} --step 'Encode {shots[-1].name}' --run-dependencies")
     if not args.run_local:
         return 0
     from relight_core import farm_run
