@@ -10,10 +10,12 @@ is newer than it. See `relight_core.farm` for the bundle itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -141,7 +143,9 @@ def run_chunk(req: dict, chunk: str, warmup: int, log: Log = _print) -> int:
     log(f"relight: frames {a}-{b - 1} of {job.input} (shot frames from {first}; warm-up "
         f"{min(warmup, a - first)} frame(s) from {max(first, a - warmup)}) -> {job.output}")
     t = time.perf_counter()
-    report = pipeline.run(job, on_event=ChunkLog(log))
+    cancel = threading.Event()
+    with _cancel_on_sigterm(cancel):  # the farm's cancel (NOTIFY_THEN_TERMINATE): stop between frames
+        report = pipeline.run(job, on_event=ChunkLog(log), cancel=cancel)
     if report.get("cancelled") or report.get("totals", {}).get("cancelled"):
         log("relight: cancelled; the frames written so far are complete")
         return 1
@@ -149,6 +153,20 @@ def run_chunk(req: dict, chunk: str, warmup: int, log: Log = _print) -> int:
     log(f"relight: wrote {tot['written']} frame(s), {tot['skipped']} already done, in "
         f"{time.perf_counter() - t:.1f} s; report {pipeline.report_file(Path(report['output']), job)}")
     return 0
+
+
+@contextlib.contextmanager
+def _cancel_on_sigterm(cancel: threading.Event):
+    """While active, SIGTERM sets `cancel` instead of killing the process (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: cancel.set())
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def relit_frame_files(out: Path, stem: str, frames: tuple[int, int], fmt: str) -> list[Path]:
