@@ -78,8 +78,9 @@ def test_farm_user_errors_are_one_sentence(sequence, tmp_path, capsys):
     image = next(sequence.iterdir())
     assert main(["farm-job", str(image), "--out", str(tmp_path / "b1")]) == 2
     assert main(["farm-job", str(sequence), "--out", str(tmp_path / "b2"), "--chunk", "0"]) == 2
+    assert main(["farm-job", "--out", str(tmp_path / "b3")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "single image" in err[0] and "Chunk size 0" in err[1]
+    assert len(err) == 3 and "single image" in err[0] and "Chunk size 0" in err[1] and "INPUT" in err[2]
     assert not (tmp_path / "b1" / "template.yaml").exists()
     with pytest.raises(UserError, match="ends before"):
         farm.parse_openjd_range("5-3")
@@ -94,10 +95,14 @@ import sys, time
 args = sys.argv[1:]
 kind = args[1]
 chunk = args[args.index("--chunk") + 1] if "--chunk" in args else ""
-with open(sys.argv[0] + ".log", "a") as f:
+log = sys.argv[0] + ".log"
+with open(log, "a") as f:
     f.write(f"{time.time()} start {kind} {chunk}\\n")
-time.sleep(0.4)
-with open(sys.argv[0] + ".log", "a") as f:
+# a chunk waits (up to 30 s) for the other chunk to start: only a parallel run lets both end early
+t = time.time()
+while kind == "relight" and time.time() - t < 30 and open(log).read().count("start relight") < 2:
+    time.sleep(0.05)
+with open(log, "a") as f:
     f.write(f"{time.time()} end {kind} {chunk}\\n")
 print(f"fake {kind} {chunk}")
 sys.exit(3 if chunk == "2-3" else 0)
@@ -113,7 +118,8 @@ def test_run_local_runs_chunks_in_parallel_after_track_and_reports_a_failed_chun
                              "lighting": "input"})
     farm.write_bundle(bundle, [shot], chunk=2, engine=f"{sys.executable} {fake}")
 
-    assert farm_run.run_bundle(bundle, workers=2) == 1
+    # the bundle is already written (as Blender's Export Farm Job writes it): run it alone
+    assert main(["farm-job", "--out", str(bundle), "--run-local", "--workers", "2"]) == 1
 
     events = [line.split() for line in Path(str(fake) + ".log").read_text().splitlines()]
     times = {(e[1], e[2], e[3] if len(e) > 3 else ""): float(e[0]) for e in events}

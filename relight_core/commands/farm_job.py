@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from relight_core import farm
     from relight_core.commands import relight
 
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="movie files or image-sequence folders, one shot each")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="movie files or image-sequence folders, one shot each (none with --run-local: "
+                             "run the bundle already at --out, e.g. one exported from Blender)")
     parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to write")
     parser.add_argument("--chunk", type=int, default=farm.DEFAULT_CHUNK, metavar="N",
                         help=f"frames per Relight task [{farm.DEFAULT_CHUNK}]")
@@ -63,7 +64,15 @@ def run(args: argparse.Namespace) -> int:
 
     from relight_core import farm
     from relight_core.commands.relight import camera_from_args
+    from relight_core.errors import UserError
 
+    if not args.inputs:
+        if not args.run_local:
+            raise UserError("Give the INPUT movie files or sequence folders to write a bundle for, or "
+                            "--run-local to run the bundle already at --out.")
+        from relight_core import farm_run
+
+        return farm_run.run_bundle(args.out, workers=args.workers)
     camera = camera_from_args(args)
     names = farm.unique_names(Path(p).stem if Path(p).is_file() else Path(p).name for p in args.inputs)
     shots = [farm.Shot(n, shot_request(args, p, n, camera)) for p, n in zip(args.inputs, names, strict=True)]
