@@ -8,7 +8,7 @@
 
 The package is staged in build/extension/portrait_relight/: the add-on (addon/*.py), the manifest, the
 lighting presets (presets/), a copy of the numpy-only engine modules (relight_core/__init__, sh, lights,
-camera, errors) as the sub-package `relight_core` (their `relight_core.` imports made relative so they
+camera, errors, farm) as the sub-package `relight_core` (their `relight_core.` imports made relative so they
 cannot clash with another installation), and wheels/: a wheel of relight_core itself plus the engine's
 runtime wheels for Python 3.11 (requirements-extension.txt, exact pins, no numpy: Blender's own is used).
 Blender installs those wheels when the extension is installed; the add-on then runs the engine with
@@ -35,7 +35,7 @@ from pathlib import Path
 import tomllib
 
 ROOT = Path(__file__).resolve().parent
-VENDORED = ("__init__", "errors", "sh", "lights", "camera")
+VENDORED = ("__init__", "errors", "sh", "lights", "camera", "farm")
 ALLOWED_IMPORTS = {"numpy", "relight_core", "__future__"} | set(sys.stdlib_module_names)
 PINS = ROOT / "requirements-extension.txt"
 PYTHON_VERSION = "3.11"  # Blender 4.5 and 5.0

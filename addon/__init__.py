@@ -9,9 +9,9 @@ It imports only bpy, numpy, the standard library and the numpy-only engine modul
 
 from __future__ import annotations
 
-from . import handlers, operators, panels, properties
+from . import farm, handlers, operators, panels, properties
 
-_MODULES = (properties, operators, panels, handlers)
+_MODULES = (properties, operators, farm, panels, handlers)
 
 
 def register() -> None:

@@ -32,6 +32,7 @@ def draw_main(layout, context) -> None:
         col.operator("portrait_relight.relight", icon="LIGHT")
         if n_sel > 1:
             col.operator("portrait_relight.relight_strips", text=f"Relight {n_sel} Selected Strips")
+        col.operator("portrait_relight.export_farm_job", icon="NETWORK_DRIVE")
     if settings.last_result:
         col = layout.column(align=True)
         col.label(text="Last result:")

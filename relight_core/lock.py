@@ -43,6 +43,11 @@ def _alive(pid: int, started: str | None) -> bool:
     return started is None or now is None or now == started
 
 
+def process_alive(pid: int) -> bool:
+    """True when a process `pid` runs on this machine (any owner)."""
+    return _alive(pid, None)
+
+
 def owner_record() -> dict:
     """This process as a lock owner: pid, host, start time, wall-clock time."""
     pid = os.getpid()
@@ -102,12 +107,12 @@ def release(path: Path, me: dict) -> None:
 
 
 @contextlib.contextmanager
-def hold(folder: str | os.PathLike) -> Iterator[dict]:
-    """Hold the output folder's lock for the block (`acquire` ... `release`)."""
+def hold(folder: str | os.PathLike, name: str = "lock") -> Iterator[dict]:
+    """Hold the output folder's lock (DIR/.relight/<name>) for the block (`acquire` ... `release`)."""
     from relight_core import layout
 
     folder = Path(folder)
-    path = layout.lock_file(folder)
+    path = layout.engine_dir(folder) / name
     me = acquire(path, folder)
     try:
         yield me

@@ -61,6 +61,12 @@ class RelightJob:
     camera: None (input view), {"yaw": [...], "pitch": [...], "roll": [...]} (degrees, one value or one per
     frame; an orbit of the INPUT camera about the head centre, positive yaw = camera toward head +x,
     positive pitch = camera above) or {"fov_deg": f, "cam2head": 4x4 or [4x4 per frame]} (absolute).
+    chunk: source frames [a, b) of `frames` to write (a farm chunk). The rest of `frames` is the shot's
+    context: its analysis and input-light track (made over the whole range, by a light pass if not stored),
+    the exposure of its first frame, per-frame lights and cameras counted from its first frame. The
+    report is DIR/report_<a>-<b-1>.json, so that chunks can run at once.
+    warmup: frames before each stretch to write (a chunk, or what a resumed run has left) that are
+    processed without being written, so that the albedo's temporal filter starts as in one pass.
     """
 
     input: str
@@ -78,6 +84,8 @@ class RelightJob:
     intensity: str = "match"
     smoothing: bool = True
     keep_analysis: bool = True
+    chunk: tuple[int, int] | None = None
+    warmup: int = RESUME_WARMUP
 
 
 # --------------------------------------------------------------------------------------------- validation
@@ -94,6 +102,10 @@ def _validate(job: RelightJob) -> None:
         raise UserError(f"Light space '{job.light_space}' is not world or head.")
     if job.intensity not in ("match", "absolute"):
         raise UserError(f"Intensity '{job.intensity}' is not match or absolute.")
+    if job.chunk is not None and not (len(job.chunk) == 2 and 0 <= job.chunk[0] < job.chunk[1]):
+        raise UserError(f"Chunk {job.chunk} is not a frame range [first, last_exclusive).")
+    if int(job.warmup) < 0:
+        raise UserError(f"Warm-up {job.warmup} is negative; give 0 or more frames.")
     if job.size is not None and not 16 <= int(job.size) <= 8192:
         raise UserError(f"Size {job.size} is out of range; give the longer side in pixels (16..8192).")
 
@@ -191,7 +203,7 @@ def _run(job: RelightJob, emit: EventSink, cancel: threading.Event, t_start: flo
     plan = views.ViewPlan(job.camera, n_out)
     existed = out_path.exists()
     out = outputs.prepare_output(job.output)
-    with lock.hold(out):
+    with lock.hold(out, _lock_name(job)):
         try:
             return _run_frames(job, clip, target, plan, out, n_out, still, device, emit, cancel, t_start)
         except UserError:
@@ -204,15 +216,22 @@ def _run(job: RelightJob, emit: EventSink, cancel: threading.Event, t_start: flo
             raise
 
 
+def _lock_name(job: RelightJob) -> str:
+    """The lock a run holds in DIR/.relight: the folder's, or a chunk's own (farm chunks of one shot write
+    disjoint frames into one folder at once; a chunk twice is still refused)."""
+    return "lock" if job.chunk is None else f"lock_{job.chunk[0]:06d}-{job.chunk[1] - 1:06d}"
+
+
 def remove_stale_temporaries(out: Path) -> int:
     """Delete the temporary files (`io.atomic_write`'s `.NAME.tmpPID.EXT`) that killed runs left in DIR
-    -> how many. Only while holding DIR's lock: then no other run is writing them."""
+    -> how many. A file whose process still runs is kept: a farm chunk may be writing it."""
     import re
 
-    pattern = re.compile(r"^\..+\.tmp\d+")
+    pattern = re.compile(r"^\..+\.tmp(\d+)")
     n = 0
     for f in out.rglob(".*.tmp*"):
-        if f.is_file() and pattern.match(f.name):
+        m = pattern.match(f.name)
+        if f.is_file() and m and not lock.process_alive(int(m.group(1))):
             f.unlink(missing_ok=True)
             n += 1
     return n
@@ -230,18 +249,23 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     report: dict[str, Any] = {"input": str(Path(job.input).expanduser().resolve()), "output": str(out),
                               "device": device, "compute": "cpu: numpy/OpenCV (no GPU kernels yet)",
                               "options": _job_options(job), "frames": []}
-    report_path = layout.report_file(out)
+    report_path = report_file(out, job)
     remove_stale_temporaries(out)
     out_indices = footage.frame_indices if not still else list(range(n_out))
+    in_chunk = [job.chunk is None or job.chunk[0] <= i < job.chunk[1] for i in out_indices]
+    if not any(in_chunk):
+        raise UserError(f"Chunk {job.chunk[0]}:{job.chunk[1]} holds none of the frames "
+                        f"{out_indices[0]}:{out_indices[-1] + 1} of {stem}.")
     settings = outputs.as_json(render_settings(job, footage, out_indices[0]))
     sid = manifest.settings_id(settings)
     book = manifest.Manifest(out, layout.manifest_file(out))
     files_of = [outputs.frame_paths(out, stem, i, job.passes, job.format) for i in out_indices]
-    trusted = [book.trusted(i, sid, f) if job.resume else None
-               for i, f in zip(out_indices, files_of, strict=True)]
-    _warn_other_settings(book, out_indices, sid, trusted, out, emit)
+    trusted = [book.trusted(i, sid, f) if job.resume and c else None
+               for i, f, c in zip(out_indices, files_of, in_chunk, strict=True)]
+    _warn_other_settings(book, [i for i, c in zip(out_indices, in_chunk, strict=True) if c], sid,
+                         [e for e, c in zip(trusted, in_chunk, strict=True) if c], out, emit)
     try:
-        clip.open(emit, cancel, light_pass=False)
+        clip.open(emit, cancel, light_pass=job.chunk is not None)
     except session.Cancelled:
         emit({"event": "cancelled", "frames_done": 0})
         return {"cancelled": True, "frames_done": 0}
@@ -253,14 +277,13 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
         emit({"event": "warning", "frame": None, "message": str(wmsg)})
 
     outputs.write_json(layout.engine_dir(out) / SETTINGS_FILE, {"id": sid, "settings": settings})
-    done_flags = [e is not None for e in trusted]
-    need = [not d for d in done_flags]
-    analyse_only = [done_flags[k] and (k == 0 or any(need[k + 1:k + 1 + RESUME_WARMUP]))
-                    for k in range(n_out)]
+    # frames outside the chunk count as done: never written, at most processed to warm up
+    done_flags = [e is not None or not c for e, c in zip(trusted, in_chunk, strict=True)]
+    first_light = clip.light.first_light()
+    analyse_only = warm_up_frames(done_flags, int(job.warmup), exposure_known=first_light is not None)
 
     look = session.Look(target, plan, job.passes if job.format == "png" else outputs.PASSES,
                         job.light_space, job.intensity, job.background)
-    first_light = clip.light.first_light()
     if first_light is not None:
         look.fix_exposure(first_light, np.asarray(analysis.cam_from_head[0], dtype=np.float64))
     per_frame: dict[int, dict] = {}
@@ -268,8 +291,8 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     t_pass2 = time.perf_counter()
     writer = outputs.FrameWriter(job.format, timings)
     try:
-        cancelled = _relight_frames(job, clip, look, writer, out, stem, n_out, still, out_indices, trusted,
-                                    analyse_only, per_frame, written, timings, emit, cancel,
+        cancelled = _relight_frames(job, clip, look, writer, out, stem, n_out, still, out_indices, done_flags,
+                                    trusted, analyse_only, per_frame, written, timings, emit, cancel,
                                     _recorder(book, sid))
     finally:
         writer.close()
@@ -283,8 +306,11 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     report["frames"] = [e["report"] for e in (book.trusted(i, sid, f) for i, f in
                                               zip(out_indices, files_of, strict=True)) if e is not None]
     report["exposure_scale"] = look.scale
+    if job.chunk is not None:
+        report["chunk"] = list(job.chunk)
     report["totals"] = {
-        "frames": n_out, "written": frames_written, "skipped": sum(done_flags), "cancelled": cancelled,
+        "frames": sum(in_chunk), "written": frames_written, "cancelled": cancelled,
+        "skipped": sum(d and c for d, c in zip(done_flags, in_chunk, strict=True)),
         "seconds": round(total_s, 3),
         "stage_seconds": {s: round(v, 4) for s, v in timings.items()},
         "ms_per_frame": {s: round(1000 * v / processed, 2) for s, v in timings.items() if s != "analyze"},
@@ -304,19 +330,30 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
 
 def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Look,
                     writer: outputs.FrameWriter, out: Path, stem: str, n_out: int, still: bool,
-                    out_indices: list, trusted: list, analyse_only: list, per_frame: dict, written: list,
-                    timings: dict, emit: EventSink, cancel: threading.Event, record: Callable) -> bool:
+                    out_indices: list, done_flags: list, trusted: list, analyse_only: list, per_frame: dict,
+                    written: list, timings: dict, emit: EventSink, cancel: threading.Event,
+                    record: Callable) -> bool:
     """Pass 2 over the frames, through the session's per-frame steps (prepare, stabilise, render) in
-    order; returns True when cancelled. trusted[k]: frame k's manifest entry when it is finished (it is
-    skipped; its recorded input light keeps the light's smoothing going), else None. record(index,
-    files, light_raw, report) runs on the writer thread once a frame's files exist."""
+    order; returns True when cancelled. done_flags[k]: frame k is not to be written (finished, or outside
+    the chunk); analyse_only[k]: it is processed anyway (warm-up). trusted[k]: frame k's manifest entry
+    when it is finished (its recorded input light keeps the light's smoothing going when the clip's light
+    track is not known), else None. record(index, files, light_raw, report) runs on the writer thread once
+    a frame's files exist."""
     from relight_core import temporal
 
     analysis = clip.analysis
     stabilizer = temporal.FlowStabilizer(strength=0.6 if job.smoothing else 0.0)
-    it = _prefetch(clip.footage, timings) if not still else iter(clip.footage)
-    img, state = None, None
-    for k in range(n_out):
+    work = [k for k in range(n_out) if not done_flags[k] or analyse_only[k]]
+    if not work:
+        return False
+    # without the clip's whole light track, the light follows every frame from the first (replayed from
+    # the manifest where finished), so decoding starts there
+    k0 = work[0] if clip.light.complete else 0
+    k0, k1 = (k0, work[-1] + 1) if not still else (0, n_out)
+    it = _prefetch(_frames_between(clip, job, out_indices, k0, k1), timings) if not still \
+        else iter(clip.footage)
+    img, state, last = None, None, None
+    for k in range(k0, k1):
         if cancel.is_set():
             return True
         t0 = time.perf_counter()
@@ -328,11 +365,14 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state = None
         timings["decode"] += time.perf_counter() - t0
         idx = out_indices[k]
-        if trusted[k] is not None and not analyse_only[k]:
-            if not still and not clip.light.complete:
+        if done_flags[k] and not analyse_only[k]:
+            if trusted[k] is not None and not still and not clip.light.complete:
                 _replay_light(clip.light, clip.row(source_index), trusted[k])
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
+        if last is not None and k != last + 1 and not still:
+            stabilizer.reset()  # after a gap the albedo filter starts afresh (then warms up)
+        last = k
         before = {st: timings[st] for st in session.PROCESSING_STAGES}
         if state is None:  # a still image is prepared once for all its output frames
             state = session.prepare_frame(analysis, clip.row(source_index), img, clip.light, timings)
@@ -341,7 +381,7 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state.stable_albedo = stabilizer(state.albedo, img, state.alpha > 0.02) if not still \
                 else state.albedo
             timings["temporal"] += time.perf_counter() - t
-        if trusted[k] is not None:
+        if done_flags[k]:
             emit({"event": "progress", "stage": "relight", "done": k + 1, "total": n_out})
             continue
         layers, info = look.render(state, state.stable_albedo, k, analysis, timings)
@@ -367,7 +407,36 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
     return False
 
 
+def warm_up_frames(done: list[bool], warmup: int, exposure_known: bool) -> list[bool]:
+    """Which done frames (not written) are processed anyway: the `warmup` frames before every frame to
+    write, and the first frame when the "match" exposure is not known without it; none when every frame
+    is done."""
+    need = [not d for d in done]
+    if not any(need):
+        return [False] * len(done)
+    return [d and ((k == 0 and not exposure_known) or any(need[k + 1:k + 1 + warmup]))
+            for k, d in enumerate(done)]
+
+
+def _frames_between(clip: session.ClipSession, job: RelightJob, out_indices: list, k0: int, k1: int):
+    """The footage's frames k0..k1-1 of the run (decoding starts at k0: a late chunk does not decode the
+    frames before its warm-up)."""
+    from relight_core import io
+
+    if (k0, k1) == (0, len(out_indices)):
+        return clip.footage
+    return io.open_footage(job.input, frames=(out_indices[k0], out_indices[k1 - 1] + 1), size=job.size)
+
+
 SETTINGS_FILE = "settings.json"
+
+
+def report_file(out: Path, job: RelightJob) -> Path:
+    """DIR/.relight/report.json, or DIR/.relight/report_<a>-<b-1>.json for a chunk (chunks that run at once
+    write their own; the farm's Encode task merges them into report.json)."""
+    if job.chunk is None:
+        return layout.report_file(out)
+    return layout.engine_dir(out) / f"report_{job.chunk[0]:06d}-{job.chunk[1] - 1:06d}.json"
 
 
 def render_settings(job: RelightJob, footage, first: int = 0) -> dict:

@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "relight_core.commands.serve",
     "relight_core.commands.bench",
     "relight_core.commands.evaluate",
+    "relight_core.commands.farm_job",
+    "relight_core.commands.farm_task",
 )
 
 

@@ -12,11 +12,18 @@ HELP = "Relight a portrait clip, image sequence or photo; optionally render it f
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `relight` (see the README, "Command line")."""
     parser.add_argument("input", metavar="INPUT", help="movie file, image-sequence folder or one image")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_render_options(parser)
+    parser.add_argument("--no-resume", action="store_true", help="re-render frames that already exist")
+
+
+def add_render_options(parser: argparse.ArgumentParser) -> None:
+    """The options that say how frames are rendered (light, camera, passes, format, frames, size, ...):
+    shared by `relight` and `farm-job`."""
     parser.add_argument("--light", default="input", metavar="LIGHT",
                         help="preset name, light file (.txt/.npy/.json, one light or one per frame), a "
                              "reference portrait image (its light is transferred) or 'input' (keep the "
                              "estimated input light) [default: input]")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     for axis in ("yaw", "pitch", "roll"):
         parser.add_argument(f"--{axis}", default=None, metavar="DEG",
                             help=f"camera {axis} about the head centre relative to the input camera, "
@@ -37,7 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intensity", choices=("match", "absolute"), default="match",
                         help="match: scale the target light to the input's exposure (default); "
                              "absolute: use it as given")
-    parser.add_argument("--no-resume", action="store_true", help="re-render frames that already exist")
     parser.add_argument("--no-smoothing", action="store_true", help="switch temporal stabilisation off")
 
 
@@ -92,6 +98,21 @@ def load_camera_file(path: str) -> dict:
     return data
 
 
+def camera_from_args(args: argparse.Namespace) -> dict | None:
+    """The worker-protocol camera of --camera / --yaw --pitch --roll (None: the input view)."""
+    if args.camera:
+        return load_camera_file(args.camera)
+    angles = {a: parse_angle(getattr(args, a), a) for a in ("yaw", "pitch", "roll")}
+    if any(v is not None for v in angles.values()):
+        return {a: (0.0 if v is None else v) for a, v in angles.items()}
+    return None
+
+
+def passes_from_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """--passes 'rgba,albedo' -> ('rgba', 'albedo')."""
+    return tuple(p.strip() for p in args.passes.split(",") if p.strip())
+
+
 def job_from_args(args: argparse.Namespace):
     """The `pipeline.RelightJob` of parsed CLI arguments."""
     from relight_core import pipeline, validate
@@ -100,14 +121,8 @@ def job_from_args(args: argparse.Namespace):
                         ("Camera file", args.camera)):
         if value is not None:
             validate.path_text(value, what)
-    camera = None
-    if args.camera:
-        camera = load_camera_file(args.camera)
-    else:
-        angles = {a: parse_angle(getattr(args, a), a) for a in ("yaw", "pitch", "roll")}
-        if any(v is not None for v in angles.values()):
-            camera = {a: (0.0 if v is None else v) for a, v in angles.items()}
-    passes = tuple(p.strip() for p in args.passes.split(",") if p.strip())
+    camera = camera_from_args(args)
+    passes = passes_from_args(args)
     return pipeline.RelightJob(
         input=args.input, output=args.out, lighting=args.light, frames=parse_frames(args.frames),
         size=args.size, format=args.format, passes=passes, device=args.device, background=args.background,
