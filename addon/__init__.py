@@ -9,9 +9,9 @@ It imports only bpy, numpy, the standard library and the numpy-only engine modul
 
 from __future__ import annotations
 
-from . import handlers, operators, panels, properties, scene3d
+from . import compositing, handlers, operators, panels, properties, scene3d
 
-_MODULES = (properties, operators, panels, handlers, scene3d)
+_MODULES = (properties, operators, panels, handlers, scene3d, compositing)
 
 
 def register() -> None:

@@ -1,6 +1,5 @@
 """The tracked head in Blender's 3D scene, as an artist gets it: Track on a fixture clip's movie strip runs
-the
-real engine worker (its "track" task) and builds the solved camera with the footage behind it and the
+the real engine worker (its "track" task) and builds the solved camera with the footage behind it and the
 deforming head mesh (Mesh Cache modifier on the engine's PC2 cache). Measured independently of the engine's
 own projection: Blender evaluates the modifier and the animated camera, `world_to_camera_view` projects the
 evaluated vertices, and the result is compared with the engine's tracked landmarks."""
@@ -126,6 +125,153 @@ def test_head_mesh_animates_with_the_mouth(tracked):
         opening.append(float(np.linalg.norm(a - b)))
     # lp_d0 opens its mouth over these frames: the inner lips part by several hundredths of a head unit
     assert max(opening) - min(opening) > 0.02, opening
+
+
+def _render(sc, path: Path) -> np.ndarray:
+    """Render the composite of the current frame to an EXR and read it back -> (H, W, 4) linear, row 0 top."""
+    sc.render.filepath = str(path)
+    sc.render.image_settings.file_format = "OPEN_EXR"
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(path))
+    px = np.array(img.pixels[:], dtype=np.float32).reshape(img.size[1], img.size[0], 4)[::-1]
+    bpy.data.images.remove(img)
+    return px
+
+
+def _hits_sphere(origins: np.ndarray, direction: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
+    """(N,) bool: rays from origins (N, 3) along direction (3,) or (N, 3) (unit) meet the sphere ahead."""
+    d = np.broadcast_to(direction, origins.shape)
+    oc = origins - centre
+    b = np.sum(oc * d, axis=1)
+    disc = b * b - (np.sum(oc * oc, axis=1) - radius * radius)
+    return (disc > 0) & (-b + np.sqrt(np.maximum(disc, 0)) > 0)
+
+
+def _add(sc, name: str, obj_data, location, colour=None):
+    obj = bpy.data.objects.new(name, obj_data)
+    sc.collection.objects.link(obj)
+    obj.location = location
+    if colour is not None:
+        mat = bpy.data.materials.new(name)
+        mat.use_nodes = True
+        bsdf = mat.node_tree.nodes["Principled BSDF"]
+        bsdf.inputs["Base Color"].default_value = colour
+        obj.data.materials.append(mat)
+    return obj
+
+
+def _primitive(kind: str, **kw):
+    import bmesh
+
+    bm = bmesh.new()
+    (bmesh.ops.create_uvsphere if kind == "sphere" else bmesh.ops.create_cube)(bm, **kw)
+    mesh = bpy.data.meshes.new(kind)
+    bm.to_mesh(mesh)
+    bm.free()
+    return mesh
+
+
+def _pixel_rays(sc, cam, w: int, h: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Unit world directions (N, 3) from the camera through the centres of render pixels (xs, ys)."""
+    m = np.array(cam.matrix_world)
+    tr, br, bl, tl = (m[:3, :3] @ np.array(v) for v in cam.data.view_frame(scene=sc))
+    u, v = ((xs + 0.5) / w)[:, None], ((ys + 0.5) / h)[:, None]
+    d = (tl + (tr - tl) * u) * (1 - v) + (bl + (br - bl) * u) * v
+    return d / np.linalg.norm(d, axis=1, keepdims=True)
+
+
+def _hits_box(eye: np.ndarray, dirs: np.ndarray, centre: np.ndarray, half: float) -> np.ndarray:
+    """(N,) bool: rays from eye along dirs (N, 3) meet the axis-aligned cube (slab test)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0 = (centre - half - eye) / dirs
+        t1 = (centre + half - eye) / dirs
+    near = np.nanmax(np.minimum(t0, t1), axis=1)
+    far = np.nanmin(np.maximum(t0, t1), axis=1)
+    return (far >= near) & (far > 0)
+
+
+def _first_hits(sc, dg, eye: np.ndarray, dirs: np.ndarray) -> list[str]:
+    """Name of the first object hit by each ray from eye (Blender's ray cast), '' for none."""
+    from mathutils import Vector
+
+    out = []
+    for d in dirs:
+        hit, _loc, _n, _i, obj, _m = sc.ray_cast(dg, Vector(tuple(eye)), Vector(tuple(d)))
+        out.append(obj.name if hit else "")
+    return out
+
+
+def test_cg_sphere_shadows_the_face_and_head_hides_cg_behind_it(tracked, tmp_path):
+    """Cycles render of the one-click composite: a CG sphere between a sun and the head darkens the face
+    where (by ray tests against the sphere) it shades it; a CG cube behind the head shows only where
+    Blender's own ray cast from the camera reaches it before the head."""
+    from bpy_extras.object_utils import world_to_camera_view
+    from mathutils import Vector
+
+    sc, _strip, _folder = tracked
+    sc.frame_set(20)
+    to_light = np.array([-0.5, -0.6, 0.62])  # anchor-local: image left, toward the camera, up
+    to_light /= np.linalg.norm(to_light)
+    sun = _add(sc, "Sun", bpy.data.lights.new("Sun", "SUN"), (0, 0, 0))
+    sun.data.energy, sun.data.angle = 4.0, 0.0
+    sun.rotation_mode = "QUATERNION"
+    sun.rotation_quaternion = Vector((0, 0, 1)).rotation_difference(Vector(tuple(to_light)))
+    centre, radius = np.array([0.0, -0.35, 0.05]) + 0.55 * to_light, 0.09
+    sphere = _add(sc, "CG Sphere", _primitive("sphere", u_segments=32, v_segments=16, radius=radius),
+                  tuple(centre), (0.8, 0.8, 0.8, 1.0))
+    cube = _add(sc, "CG Cube", _primitive("cube", size=0.5), (0.42, 0.45, 0.1), (1.0, 0.0, 0.0, 1.0))
+    try:
+        assert bpy.ops.portrait_relight.setup_cg_composite() == {"FINISHED"}
+        sc.cycles.samples, sc.cycles.use_denoising, sc.render.resolution_percentage = 16, False, 25
+        sc.cycles.max_bounces = 0  # direct light only: light bounced off the cube would tint the head's side
+        w, h = sc.render.resolution_x // 4, sc.render.resolution_y // 4
+        with_cg = _render(sc, tmp_path / "cg.exr")
+        sphere.hide_render = cube.hide_render = True
+        plate = _render(sc, tmp_path / "plate.exr")
+        sphere.hide_render = cube.hide_render = False
+
+        dg = bpy.context.evaluated_depsgraph_get()
+        head = bpy.data.objects["Tracked Head"].evaluated_get(dg)
+        cam = sc.camera.evaluated_get(dg)
+        mw = np.array(head.matrix_world)
+        verts = np.array([mw[:3, :3] @ np.array(v.co) + mw[:3, 3] for v in head.data.vertices[:468]])
+        normals = np.array([np.array(v.normal) for v in head.data.vertices[:468]]) @ mw[:3, :3].T
+        eye = np.array(cam.matrix_world)[:3, 3]
+        to_cam = (eye - verts) / np.linalg.norm(eye - verts, axis=1, keepdims=True)
+        seen = (np.sum(normals * to_cam, axis=1) > 0.3) & ~_hits_sphere(verts, to_cam, centre, radius)
+        lit = np.sum(normals * to_light, axis=1) > 0.3
+        shade = _hits_sphere(verts, to_light, centre, radius * 0.8)  # well inside the shadow
+        clear = ~_hits_sphere(verts, to_light, centre, radius * 1.5)
+        ndc = np.array([tuple(world_to_camera_view(sc, cam, Vector(p))) for p in verts])
+        cx = np.clip((ndc[:, 0] * w).astype(int), 0, w - 1)
+        cy = np.clip(((1 - ndc[:, 1]) * h).astype(int), 0, h - 1)
+        ratio = with_cg[cy, cx, :3].mean(axis=1) / np.maximum(plate[cy, cx, :3].mean(axis=1), 1e-4)
+        inside, outside = ratio[seen & lit & shade], ratio[seen & lit & clear]
+        assert len(inside) >= 5 and len(outside) >= 50, (len(inside), len(outside))
+        print(f"shadow: {len(inside)} face vertices inside, median ratio {np.median(inside):.3f}; "
+              f"{len(outside)} outside, {np.median(outside):.3f}")
+        assert np.median(inside) < 0.7 and np.median(outside) > 0.95
+
+        # the cube: in the pixels around its image, what does Blender's ray cast reach first through the
+        # pixel and its four neighbours? Only pixels where all five agree are judged.
+        ys, xs = np.mgrid[0:h, 0:w]
+        xs, ys = xs.ravel().astype(float), ys.ravel().astype(float)
+        rays = _pixel_rays(sc, cam, w, h, xs, ys)
+        first = np.array(_first_hits(sc, dg, eye, rays)).reshape(h, w)
+        red = (with_cg[..., 0] - with_cg[..., 1]) - (plate[..., 0] - plate[..., 1])
+        core = first[1:-1, 1:-1]
+        agree = ((core == first[:-2, 1:-1]) & (core == first[2:, 1:-1]) & (core == first[1:-1, :-2])
+                 & (core == first[1:-1, 2:]))
+        in_box = _hits_box(eye, rays, np.array(cube.location), 0.25).reshape(h, w)
+        hidden = red[1:-1, 1:-1][agree & (core == "Tracked Head") & in_box[1:-1, 1:-1]]
+        shown = red[1:-1, 1:-1][agree & (core == "CG Cube")]
+    finally:
+        for ob in (sun, sphere, cube):
+            bpy.data.objects.remove(ob)
+    assert len(hidden) >= 100 and len(shown) >= 100, (len(hidden), len(shown))
+    print(f"cube: {len(hidden)} px behind the head (red 99th percentile {np.percentile(hidden, 99):.4f}), "
+          f"{len(shown)} px in view (median red {np.median(shown):.3f})")
+    assert np.percentile(hidden, 99) < 0.02 and np.median(shown) > 0.3
 
 
 def test_head_solve_at_real_scale(tracked):
