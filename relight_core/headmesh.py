@@ -18,7 +18,7 @@ Vertices (`HeadTopology`):
 
 The ellipsoid's width (and depth) and the height of its upper half are fitted once per clip to the
 person matte (`fit_shell`): the silhouette of face + shell through the solved camera against the matte
-above the chin on a few frames (largest intersection over union on a grid of scales). Hair therefore
+above the eyes on a few frames (largest intersection over union on a grid of scales). Hair therefore
 belongs to the shell, which is what a holdout of the person needs.
 
 Axes and units: the rest mesh and the cache are in the Blender head anchor's local axes
@@ -50,7 +50,7 @@ SKULL_RADII = (0.25, 0.33, 0.33)
 NECK_TOP, NECK_BOTTOM, NECK_Z = -0.12, -0.85, -0.06
 NECK_RADII = (0.16, 0.15)
 NECK_SEGMENTS, NECK_RINGS = 16, 5
-FIT_SCALES = np.round(np.arange(0.85, 1.61, 0.05), 3)  # candidate ellipsoid scales for `fit_shell`
+FIT_SCALES = np.round(np.arange(0.85, 1.91, 0.05), 3)  # candidate ellipsoid scales for `fit_shell`
 FIT_FRAMES = 6
 REAL_FACE_WIDTH_M = 0.15
 PC2_NAME, REST_NAME = "head_mesh.pc2", "head_mesh.npz"
@@ -226,16 +226,24 @@ def silhouette(verts_head: np.ndarray, faces: np.ndarray, cam_from_head: np.ndar
     px = cam.project(cam.transform_points(cam_from_head, verts_head), k)
     poly = np.round(px[faces] * 8.0).astype(np.int32)  # 3 bits of sub-pixel precision
     img = np.zeros((height, width), np.uint8)
-    cv2.fillPoly(img, list(poly), 1, lineType=cv2.LINE_8, shift=3)
+    for tri in poly:  # one by one: fillPoly would fill overlapping triangles even-odd
+        cv2.fillConvexPoly(img, tri, 1, lineType=cv2.LINE_8, shift=3)
     return img > 0
+
+
+def eye_line(analysis, i: int, height: int, width: int) -> float:
+    """Image row (px, at (height, width)) of the eye centres of frame i."""
+    from relight_core import track
+
+    lm = analysis.landmarks_at(i, height, width)
+    return float(lm[list(track.RIGHT_EYE_CORNERS + track.LEFT_EYE_CORNERS), 1].mean())
 
 
 def fit_shell(analysis, frames: int = FIT_FRAMES) -> tuple[float, float]:
     """(width, height) scales of the skull ellipsoid that make the silhouette of face + shell match the
-    person matte above the chin best: summed IoU over up to `frames` valid frames spread over the clip,
-    maximised over FIT_SCALES by a coordinate search (width, height, width again)."""
-    from relight_core import track
-
+    person matte above the eyes best (forehead, temples and hair: below them ears, neck and collars
+    belong to the matte but not to a skull): summed IoU over up to `frames` valid frames spread over the
+    clip, maximised over FIT_SCALES by a coordinate search (width, height, width again)."""
     topo = head_topology()
     rows = np.flatnonzero(np.asarray(analysis.valid, dtype=bool))
     rows = rows[np.unique(np.linspace(0, len(rows) - 1, min(frames, len(rows))).round().astype(int))]
@@ -244,17 +252,16 @@ def fit_shell(analysis, frames: int = FIT_FRAMES) -> tuple[float, float]:
     k = analysis.K_at(mh, mw)
     cases = []
     for i in rows:
+        cut = int(math.ceil(eye_line(analysis, int(i), mh, mw)))
         matte = analysis.matte_at(int(i), mh, mw) > 0.5
-        chin_y = float(analysis.landmarks_at(int(i), mh, mw)[track.CHIN, 1])
-        matte[int(math.ceil(chin_y)):] = False
-        cases.append((face_in_head(analysis, int(i)), matte, np.asarray(analysis.cam_from_head[i]), chin_y))
+        pose = np.asarray(analysis.cam_from_head[i])
+        cases.append((face_in_head(analysis, int(i)), matte[:cut], pose, cut))
 
     def score(sx: float, sy: float) -> float:
         total = 0.0
-        for face, matte, pose, chin_y in cases:
+        for face, matte, pose, cut in cases:
             verts = np.concatenate([face, shell_vertices(face[topo.outline], (sx, sy))])
-            sil = silhouette(verts, head_faces, pose, k, mh, mw)
-            sil[int(math.ceil(chin_y)):] = False
+            sil = silhouette(verts, head_faces, pose, k, mh, mw)[:cut]
             total += np.count_nonzero(sil & matte) / max(np.count_nonzero(sil | matte), 1)
         return total
 
