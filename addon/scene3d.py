@@ -108,9 +108,9 @@ def set_head_scale(anchor, head: HeadMesh, real_scale: bool) -> float:
     return m
 
 
-def import_head_mesh(scene, anchor, head: HeadMesh, timeline_start: int):
+def import_head_mesh(scene, anchor, head: HeadMesh, cache_start: int):
     """(Re)create "Tracked Head" from the rest mesh, parented to the anchor, with a Mesh Cache modifier
-    playing the PC2 cache from `timeline_start` (sample k at timeline_start + k)."""
+    playing the PC2 cache from timeline frame `cache_start` (sample k at cache_start + k)."""
     old = bpy.data.objects.get(HEAD_NAME)
     if old is not None:
         mesh_old = old.data if old.type == "MESH" else None
@@ -130,7 +130,7 @@ def import_head_mesh(scene, anchor, head: HeadMesh, timeline_start: int):
     mod.filepath = head.pc2
     mod.time_mode = "FRAME"
     mod.play_mode = "SCENE"
-    mod.frame_start = float(timeline_start)
+    mod.frame_start = float(cache_start)
     mod.frame_scale = 1.0
     mod.interpolation = "LINEAR"
     obj["portrait_relight_landmarks"] = int(head.meta.get("landmarks", 478))
@@ -237,7 +237,8 @@ def build_tracked_scene(scene, src: sequencer.StripSource, folder: str, solve: s
         cam = solve_camera(scene, anchor, head, src.timeline_start, first)
         s.follow_head = False
     attach_plate(cam, load_plate(src.input, src.timeline_start, first))
-    obj = import_head_mesh(scene, anchor, head, src.timeline_start)
+    # sample k of the cache is source frame frame_indices[k]; a cached analysis may start before the strip
+    obj = import_head_mesh(scene, anchor, head, src.timeline_start + int(head.frame_indices[0]) - first)
     scene.camera = cam
     scene.render.resolution_x, scene.render.resolution_y = int(head.meta["width"]), int(head.meta["height"])
     scene.render.pixel_aspect_x = scene.render.pixel_aspect_y = 1.0

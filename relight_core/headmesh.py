@@ -4,7 +4,7 @@ Mesh Cache modifier, Maya, Max and Houdini read) and a rest mesh (`head_mesh.npz
 
 Vertices (`HeadTopology`):
 
-- 0..477: the face, the tracked landmarks lifted to 3D (`track.lift_landmarks`) and taken into head space
+- 0..477: the face, the tracked landmarks lifted to 3D (`face_model.lift_landmarks`) and taken into head space
   by the frame's head pose. Through the solved camera (`cam_from_head`, the analysis' intrinsics) each
   lands exactly on its tracked pixel, so vertex i IS landmark i in every frame. The iris centres and
   rings (468..477) are loose points (no faces); the eye and mouth openings are zipped shut
@@ -122,7 +122,7 @@ def _orient(faces: np.ndarray, verts: np.ndarray, centre: np.ndarray) -> np.ndar
 def head_topology() -> HeadTopology:
     """The head mesh's faces and vertex layout (cached; see the module docstring)."""
     from relight_core import geometry
-    from relight_core.track import neutral_face
+    from relight_core.face_model import neutral_face
 
     base = geometry.face_triangles()
     face = geometry.close_openings(base, neutral_face())
@@ -199,9 +199,9 @@ def rest_vertices(face: np.ndarray, topo: HeadTopology, scale: tuple[float, floa
 
 
 def face_in_head(analysis, i: int) -> np.ndarray:
-    """Frame i's lifted landmarks in head space (478, 3) head units (`track.lift_landmarks`, then the
+    """Frame i's lifted landmarks in head space (478, 3) head units (`face_model.lift_landmarks`, then the
     inverse head pose), at the analysis' own resolution."""
-    from relight_core.track import lift_landmarks
+    from relight_core.face_model import lift_landmarks
 
     pose = np.asarray(analysis.cam_from_head[i], dtype=np.float64)
     lifted = lift_landmarks(np.asarray(analysis.landmarks[i], dtype=np.float64), pose, analysis.K,
@@ -233,10 +233,10 @@ def silhouette(verts_head: np.ndarray, faces: np.ndarray, cam_from_head: np.ndar
 
 def eye_line(analysis, i: int, height: int, width: int) -> float:
     """Image row (px, at (height, width)) of the eye centres of frame i."""
-    from relight_core import track
+    from relight_core import face_model
 
     lm = analysis.landmarks_at(i, height, width)
-    return float(lm[list(track.RIGHT_EYE_CORNERS + track.LEFT_EYE_CORNERS), 1].mean())
+    return float(lm[list(face_model.RIGHT_EYE_CORNERS + face_model.LEFT_EYE_CORNERS), 1].mean())
 
 
 def fit_shell(analysis, frames: int = FIT_FRAMES) -> tuple[float, float]:
@@ -290,7 +290,7 @@ def export_head(analysis, folder: str | Path, progress=None) -> dict:
     shell scale, metres per head unit). progress(done, total) is called per frame.
     """
     from relight_core import io
-    from relight_core.track import neutral_face
+    from relight_core.face_model import neutral_face
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -326,22 +326,23 @@ def track_job(job, on_event=None, cancel=None) -> dict:
     folder, as a relight caches it, so a later relight of the strip reuses it) and write its head mesh
     there -> a small report dict.
 
-    job: a `pipeline.RelightJob` (input, output, frames, size are used). Events as for a relight:
-    `started`, `progress` (stage analyze, then mesh), `warning`, then `done` with `head_mesh` (the rest
-    mesh) and `cache` (the PC2 file), or `cancelled`.
+    job: a `pipeline.RelightJob` (input, output, frames, size, keep_analysis are used). A cached analysis
+    may cover more frames than asked for: the mesh then has all of them (`frame_indices` says which).
+    Events as for a relight: `started`, `progress` (stage analyze, then mesh), `warning`, then `done` with
+    `head_mesh` (the rest mesh) and `cache` (the PC2 file), or `cancelled`.
     """
     import threading
 
-    from relight_core import io, pipeline
+    from relight_core import io, outputs, session
 
     emit = on_event or (lambda e: None)
     cancel = cancel or threading.Event()
     footage = io.open_footage(job.input, frames=tuple(job.frames) if job.frames else None, size=job.size)
-    out = pipeline.prepare_output(job.output)
+    out = outputs.prepare_output(job.output)
     emit({"event": "started", "frames": footage.n_frames, "output": str(out)})
     try:
-        analysis, cached = pipeline.load_or_analyze(footage, job, out, emit, cancel)
-    except pipeline._Cancelled:
+        analysis, cached = session.load_or_analyze(footage, out, job.keep_analysis, emit, cancel)
+    except session.Cancelled:
         emit({"event": "cancelled", "frames_done": 0})
         return {"cancelled": True}
     for message in getattr(analysis, "warnings", []) or []:
