@@ -1,5 +1,9 @@
 """CG in the shot: the tracked head as holdout and shadow catcher, and the compositor trees.
 
+"Set Up Compositor" (`portrait_relight.setup_pass_compositor`) loads the strip's relit multilayer EXR
+frames on an Image node (each engine pass a socket: albedo, shading, specular, shadow, N, P, Pref, depth,
+matte, id_*) and rebuilds the beauty as albedo x shading + specular with the matte as alpha.
+
 "Set Up CG Composite" (`portrait_relight.setup_cg_composite`) makes the tracked head mesh (built by Track)
 a Cycles shadow catcher, which in Cycles is also a holdout: CG behind the head is hidden by it, and the
 shadows that CG objects cast on it go to the Shadow Catcher pass (1 = unshadowed, lower in shadow),
@@ -108,6 +112,90 @@ def build_cg_tree(scene, clip):
     return tree
 
 
+# --------------------------------------------------------------------------------------------- passes
+
+PASS_GROUP = "Portrait Relight Passes"
+# the engine's EXR passes as Blender shows them on an Image node (relight_core.passes)
+PASS_SOCKETS = ("albedo", "shading", "specular", "shadow", "N", "P", "Pref", "depth", "matte", "id_skin",
+                "id_eyes", "id_brows", "id_lips", "id_rest", "normal")
+
+
+def relit_exr(context, strip) -> tuple:
+    """(first EXR file, timeline start, number of files) of the strip's relit EXR frames ("<name> relit");
+    ValueError with one sentence when the strip was not relit to OpenEXR."""
+    strips = sequencer.strips_of(sequencer.sequencer_scene(context))
+    relit = strips.get(f"{strip.name} relit") if strips is not None else None
+    names = [e.filename for e in relit.elements] if relit is not None and relit.type == "IMAGE" else []
+    if not names or not names[0].lower().endswith(".exr"):
+        raise ValueError(f"Strip '{strip.name}' has no relit OpenEXR frames; relight it with Format OpenEXR "
+                         "Multilayer first.")
+    return os.path.join(bpy.path.abspath(relit.directory), names[0]), int(relit.frame_final_start), len(names)
+
+
+def build_pass_tree(scene, first_file: str, start: int, count: int):
+    """The pass compositor: the relit EXR sequence on an Image node (every pass a socket, frame-aligned),
+    albedo x shading + specular -> the rebuilt beauty with the matte as alpha -> the group's Image output
+    and a Viewer; the passes are exposed as labelled reroutes."""
+    tree = bpy.data.node_groups.get(PASS_GROUP) or bpy.data.node_groups.new(PASS_GROUP, "CompositorNodeTree")
+    scene.compositing_node_group = tree
+    if not any(s.in_out == "OUTPUT" and s.name == "Image" for s in tree.interface.items_tree):
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    img = bpy.data.images.load(first_file, check_existing=True)
+    img.source = "SEQUENCE" if count > 1 else "FILE"
+    src = _node(tree, "CompositorNodeImage", "Relit Passes", -900, 0)
+    src.image = img
+    digits = "".join(ch for ch in os.path.splitext(os.path.basename(first_file))[0][-6:] if ch.isdigit())
+    src.frame_start, src.frame_duration = start, max(count, 1)
+    src.frame_offset = int(digits) - 1 if digits else 0  # the file number shown at `start`
+    mul = _node(tree, "ShaderNodeMix", "Albedo x Shading", -500, 150)
+    add = _node(tree, "ShaderNodeMix", "+ Specular", -300, 150)
+    for node, blend in ((mul, "MULTIPLY"), (add, "ADD")):
+        node.data_type, node.blend_type, node.clamp_result = "RGBA", blend, False
+        _socket(node.inputs, "Factor_Float").default_value = 1.0
+    alpha = _node(tree, "CompositorNodeSetAlpha", "Matte as Alpha", -100, 150)
+    alpha.inputs["Type"].default_value = "Replace Alpha"
+    out = _node(tree, "NodeGroupOutput", "Group Output", 150, 150)
+    viewer = _node(tree, "CompositorNodeViewer", "Viewer", 150, -50)
+    links = tree.links
+    links.new(src.outputs["albedo"], _socket(mul.inputs, "A_Color"))
+    links.new(src.outputs["shading"], _socket(mul.inputs, "B_Color"))
+    links.new(_socket(mul.outputs, "Result_Color"), _socket(add.inputs, "A_Color"))
+    links.new(src.outputs["specular"], _socket(add.inputs, "B_Color"))
+    links.new(_socket(add.outputs, "Result_Color"), alpha.inputs["Image"])
+    links.new(src.outputs["matte"], alpha.inputs["Alpha"])
+    links.new(alpha.outputs["Image"], out.inputs["Image"])
+    links.new(alpha.outputs["Image"], viewer.inputs["Image"])
+    for i, name in enumerate(p for p in PASS_SOCKETS if p in src.outputs):
+        hub = _node(tree, "NodeReroute", f"{name} pass", -650, -150 - 40 * i)
+        hub.label = name
+        links.new(src.outputs[name], hub.inputs[0])
+    return tree
+
+
+class PORTRAIT_RELIGHT_OT_setup_pass_compositor(bpy.types.Operator):
+    """Build a compositor tree from the active strip's relit OpenEXR passes: albedo x shading + specular
+    rebuilds the beauty, and every pass (shadow, N, P, Pref, depth, matte, ID mattes) is exposed"""
+
+    bl_idname = "portrait_relight.setup_pass_compositor"
+    bl_label = "Set Up Compositor"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context):
+        strip = sequencer.active_strip(sequencer.sequencer_scene(context))
+        if strip is None:
+            self.report({"ERROR"}, "Select the relit source strip in the sequencer first.")
+            return {"CANCELLED"}
+        try:
+            first, start, count = relit_exr(context, strip)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        tree = build_pass_tree(context.scene, first, start, count)
+        context.scene.render.use_compositing = True
+        self.report({"INFO"}, f"Compositor '{tree.name}': albedo x shading + specular from {count} frame(s)")
+        return {"FINISHED"}
+
+
 class PORTRAIT_RELIGHT_OT_setup_cg_composite(bpy.types.Operator):
     """Make the tracked head a holdout and shadow catcher for CG (Cycles) and build the compositor tree that
     puts the CG render and its shadows over the relit strip (or the footage)"""
@@ -137,13 +225,14 @@ class PORTRAIT_RELIGHT_OT_setup_cg_composite(bpy.types.Operator):
         return {"FINISHED"}
 
 
-CLASSES = (PORTRAIT_RELIGHT_OT_setup_cg_composite,)
+CLASSES = (PORTRAIT_RELIGHT_OT_setup_cg_composite, PORTRAIT_RELIGHT_OT_setup_pass_compositor)
 
 
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
-    scene3d.EXTRA_BUTTONS[:] = [("portrait_relight.setup_cg_composite", "NODE_COMPOSITING")]
+    scene3d.EXTRA_BUTTONS[:] = [("portrait_relight.setup_cg_composite", "NODE_COMPOSITING"),
+                                ("portrait_relight.setup_pass_compositor", "RENDERLAYERS")]
 
 
 def unregister() -> None:
