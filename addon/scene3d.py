@@ -232,8 +232,6 @@ def build_tracked_scene(scene, src: sequencer.StripSource, folder: str, solve: s
         _lens_for_fov(cam.data, head.fov_deg)
         s.follow_head = True
     else:
-        anchor.location, anchor.rotation_mode = (0.0, 0.0, 0.0), "QUATERNION"
-        anchor.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
         cam = solve_camera(scene, anchor, head, src.timeline_start, first)
         s.follow_head = False
     attach_plate(cam, load_plate(src.input, src.timeline_start, first))

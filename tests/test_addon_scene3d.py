@@ -273,6 +273,13 @@ def test_cg_sphere_shadows_the_face_and_head_hides_cg_behind_it(tracked, tmp_pat
     finally:
         for ob in (sun, sphere, cube):
             bpy.data.objects.remove(ob)
+    # the plate is frame-aligned: timeline frame 20 shows source frame 19 (the footage, decoded by the engine)
+    from relight_core import io
+
+    movie = bpy.path.abspath(sc.sequence_editor.active_strip.filepath)
+    diffs = {i: float(np.abs(plate[..., :3] - rgb).mean())
+             for i, rgb in io.open_footage(movie, frames=(17, 22), size=w)}
+    assert min(diffs, key=diffs.get) == 19, diffs
     assert len(hidden) >= 100 and len(shown) >= 100, (len(hidden), len(shown))
     print(f"cube: {len(hidden)} px behind the head (red 99th percentile {np.percentile(hidden, 99):.4f}), "
           f"{len(shown)} px in view (median red {np.median(shown):.3f})")
