@@ -323,8 +323,8 @@ def export_head(analysis, folder: str | Path, progress=None) -> dict:
 
 def track_job(job, on_event=None, cancel=None) -> dict:
     """The worker's "track" task: analyse a clip without relighting it (the analysis cached in the output
-    folder, as a relight caches it, so a later relight of the strip reuses it) and write its head mesh
-    there -> a small report dict.
+    folder's DIR/.relight, as a relight caches it, so a later relight of the strip reuses it; the folder's
+    lock held meanwhile) and write its head mesh to DIR -> a small report dict.
 
     job: a `pipeline.RelightJob` (input, output, frames, size, keep_analysis are used). A cached analysis
     may cover more frames than asked for: the mesh then has all of them (`frame_indices` says which).
@@ -333,22 +333,25 @@ def track_job(job, on_event=None, cancel=None) -> dict:
     """
     import threading
 
-    from relight_core import io, outputs, session
+    from relight_core import io, layout, lock, outputs, session
 
     emit = on_event or (lambda e: None)
     cancel = cancel or threading.Event()
     footage = io.open_footage(job.input, frames=tuple(job.frames) if job.frames else None, size=job.size)
     out = outputs.prepare_output(job.output)
-    emit({"event": "started", "frames": footage.n_frames, "output": str(out)})
-    try:
-        analysis, cached = session.load_or_analyze(footage, out, job.keep_analysis, emit, cancel)
-    except session.Cancelled:
-        emit({"event": "cancelled", "frames_done": 0})
-        return {"cancelled": True}
-    for message in getattr(analysis, "warnings", []) or []:
-        emit({"event": "warning", "frame": None, "message": str(message)})
-    summary = export_head(analysis, out, progress=lambda done, total: emit(
-        {"event": "progress", "stage": "mesh", "done": done, "total": total}))
+    with lock.hold(out):
+        emit({"event": "started", "frames": footage.n_frames, "output": str(out)})
+        layout.engine_dir(out).mkdir(parents=True, exist_ok=True)
+        try:
+            analysis, cached = session.load_or_analyze(footage, layout.engine_dir(out), job.keep_analysis,
+                                                       emit, cancel)
+        except session.Cancelled:
+            emit({"event": "cancelled", "frames_done": 0})
+            return {"cancelled": True}
+        for message in getattr(analysis, "warnings", []) or []:
+            emit({"event": "warning", "frame": None, "message": str(message)})
+        summary = export_head(analysis, out, progress=lambda done, total: emit(
+            {"event": "progress", "stage": "mesh", "done": done, "total": total}))
     emit({"event": "done", "frames": analysis.n_frames, "output": str(out), "report": summary["rest"],
           "head_mesh": summary["rest"], "cache": summary["pc2"], "analysis_cached": cached})
     return {"cancelled": False, "analysis_cached": cached, **summary}

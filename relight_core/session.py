@@ -40,9 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from relight_core import layout
+from relight_core import layout, passes
 from relight_core import lighting as lighting_mod
-from relight_core import passes
 from relight_core.errors import UserError
 from relight_core.views import ViewPlan, intrinsics
 

@@ -77,7 +77,7 @@ def projected_landmarks(sc, frame: int) -> np.ndarray:
 
 def tracked_landmarks(folder: Path, source: int, w: int, h: int) -> np.ndarray:
     """The engine's tracked landmarks (478, 2) of a source frame from the cached analysis, in (w, h) px."""
-    with np.load(folder / "analysis.npz") as z:
+    with np.load(folder / ".relight" / "analysis.npz") as z:
         meta = json.loads(str(z["meta"]))
         rows = {int(i): k for k, i in enumerate(z["frame_indices"])}
         lm = z["landmarks"][rows[source]]
@@ -109,7 +109,7 @@ def test_track_builds_camera_plate_and_cached_head(tracked):
     assert (sc.render.resolution_x, sc.render.resolution_y) == (512, 512)
     assert "tracked 20 frames" in sc.portrait_relight.last_result
     # the analysis sits where a relight of the strip looks for it, with the signature it checks
-    assert (folder / "analysis.npz").is_file() and (folder / "analysis.json").is_file()
+    assert (folder / ".relight" / "analysis.npz").is_file()
 
 
 def test_mesh_landmarks_land_on_tracked_landmarks(tracked):
@@ -158,7 +158,6 @@ def _add(sc, name: str, obj_data, location, colour=None):
     obj.location = location
     if colour is not None:
         mat = bpy.data.materials.new(name)
-        mat.use_nodes = True
         bsdf = mat.node_tree.nodes["Principled BSDF"]
         bsdf.inputs["Base Color"].default_value = colour
         obj.data.materials.append(mat)

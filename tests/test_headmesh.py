@@ -140,7 +140,7 @@ def test_worker_track_task_writes_the_head_and_the_analysis(astro_analysis, tmp_
     assert {e.get("stage") for e in events if e["event"] == "progress"} == {"analyze", "mesh"}
     done = events[-1]
     assert Path(done["head_mesh"]).is_file() and Path(done["cache"]).is_file()
-    assert (tmp_path / "analysis.npz").is_file() and not list(tmp_path.glob("rgba"))
+    assert (tmp_path / ".relight" / "analysis.npz").is_file() and not list(tmp_path.glob("rgba"))
     assert done["analysis_cached"] is False
 
 

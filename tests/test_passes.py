@@ -37,7 +37,8 @@ def relit(tmp_path_factory, astronaut):
                               lighting={"sh": sh.tolist(), "key_lights": [KEY]})
     pipeline.run(job)
     exr = next((folder / "out" / "exr").glob("*.exr"))
-    return read_channels(exr), track.Analysis.load(str(folder / "out" / "analysis.npz")), exr, img
+    analysis = track.Analysis.load(str(folder / "out" / ".relight" / "analysis.npz"))
+    return read_channels(exr), analysis, exr, img
 
 
 def _vec(ch: dict, name: str) -> np.ndarray:

@@ -59,7 +59,6 @@ def main(out: Path) -> None:
     sun.rotation_quaternion = Vector((0, 0, 1)).rotation_difference(to_light)
     sc.collection.objects.link(sun)
     world = bpy.data.worlds.new("World")
-    world.use_nodes = True
     world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.4
     sc.world = world
 
@@ -67,7 +66,6 @@ def main(out: Path) -> None:
         obj = bpy.data.objects.new(name, mesh)
         obj.location = location
         mat = bpy.data.materials.new(name)
-        mat.use_nodes = True
         mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = colour
         mesh.materials.append(mat)
         sc.collection.objects.link(obj)
@@ -106,7 +104,6 @@ def main(out: Path) -> None:
     head = bpy.data.objects["Tracked Head"]
     head.is_shadow_catcher = False
     mat = bpy.data.materials.new("Grey")
-    mat.use_nodes = True
     head.data.materials.append(mat)
     mesh_view = render(tmp / "mesh.png")
     sheet = np.concatenate([plate, composite, mesh_view], axis=1)
