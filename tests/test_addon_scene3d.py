@@ -319,3 +319,29 @@ def test_a_cached_track_longer_than_the_strip_stays_in_step(tracked):
     errs = reprojection_px(sc, folder, frames=(101, 105, 110), shift=101 - 15)
     assert errs.max() <= 1.5, errs.max()  # the lips too, which move between these frames
     assert sc.camera.data.background_images[0].clip.frame_start == 101 - 15
+
+
+def test_track_cancel_builds_nothing(tracked, tmp_path):
+    """Cancel (Esc / the Cancel button) during the analysis: the worker stops, the scene keeps what it had,
+    no head mesh is written, and the panel says so."""
+    import time
+
+    from portrait_relight import scene3d
+
+    sc, strip, _folder = tracked
+    s = sc.portrait_relight
+    old_out, s.output_dir = s.output_dir, str(tmp_path)  # nothing cached there: Track analyses again
+    mesh_before = bpy.data.objects["Tracked Head"].data
+    reports = []
+    run = scene3d.TrackRun(bpy.context, strip, "CAMERA", False, lambda *report: reports.append(report))
+    try:
+        while run.tick(bpy.context):
+            if run.job is not None and run.job.state.done >= 1:
+                run.cancel()
+            time.sleep(0.05)
+    finally:
+        run.close()
+        s.output_dir = old_out
+    assert run.result is None and "cancelled" in s.last_result and not s.is_running
+    assert bpy.data.objects["Tracked Head"].data == mesh_before
+    assert not (tmp_path / "talk" / "head_mesh.pc2").exists()
