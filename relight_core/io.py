@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 
 import cv2
@@ -121,11 +121,13 @@ def read_exr(path: str | os.PathLike) -> np.ndarray:
     raise UserError(f"{path} has no RGB channels; write the EXR with R, G and B channels.")
 
 
-def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray]) -> None:
+def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray], vectors: Collection[str] = (),
+              full_float: Collection[str] = ()) -> None:
     """Write a multilayer EXR atomically.
 
-    layers: name -> (H, W) or (H, W, C) float array. C=1 -> `name.Y`, 3 -> `name.R/G/B`,
-    4 -> `name.R/G/B/A`. Colour layers are stored as half floats, single-channel layers (depth) as float32.
+    layers: name -> (H, W) or (H, W, C) float array. C=1 -> `name.Y`, 3 -> `name.R/G/B` (`name.X/Y/Z` for
+    the layers in `vectors`, e.g. normals and positions), 4 -> `name.R/G/B/A`. Colour layers are stored
+    as half floats unless in `full_float`; single-channel layers (depth) and vectors as float32.
     """
     import OpenEXR
 
@@ -135,9 +137,10 @@ def write_exr(path: str | os.PathLike, layers: Mapping[str, np.ndarray]) -> None
         if arr.ndim == 2:
             channels[f"{name}.Y" if name else "Y"] = np.ascontiguousarray(arr, dtype=np.float32)
             continue
-        names = {1: "Y", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+        names = "XYZ" if name in vectors else {1: "Y", 3: "RGB", 4: "RGBA"}[arr.shape[2]]
+        dtype = np.float32 if name in vectors or name in full_float else np.float16
         for k, c in enumerate(names):
-            channels[f"{name}.{c}" if name else c] = np.ascontiguousarray(arr[..., k], dtype=np.float16)
+            channels[f"{name}.{c}" if name else c] = np.ascontiguousarray(arr[..., k], dtype=dtype)
     header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
     with atomic_write(path) as tmp:
         try:

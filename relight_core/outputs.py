@@ -1,8 +1,10 @@
 """Output writing: where a frame's files go and how its layers are written (atomically, off the main
 thread), plus the JSON helpers for the engine's own files.
 
-PNG: one file per pass (`DIR/<pass>/<stem>_<index>.png`), 8-bit sRGB RGBA for rgba, 16-bit linear for
-normal and depth; EXR: one multilayer file per frame (`DIR/exr/<stem>_<index>.exr`).
+PNG: one file per pass (`DIR/<pass>/<stem>_<index>.png`), 8-bit sRGB RGBA for rgba, 8-bit sRGB for albedo,
+shading and specular, 16-bit linear for normal, N (n * 0.5 + 0.5), shadow, matte, depth (/ DEPTH_PNG_RANGE)
+and P, Pref (/ (2 DEPTH_PNG_RANGE) + 0.5), an 8-bit region index for id (`passes.ID_REGIONS`);
+EXR: one multilayer file per frame (`DIR/exr/<stem>_<index>.exr`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import numpy as np
 
 from relight_core.errors import UserError
 
-PASSES = ("rgba", "albedo", "shading", "normal", "depth")
+PASSES = ("rgba", "albedo", "shading", "normal", "depth", "specular", "shadow", "N", "P", "Pref", "matte",
+          "id")
+# colour passes the compositor multiplies and adds (albedo x shading + specular = the beauty): full floats
+REBUILD_PASSES = ("albedo", "shading", "specular")
+
 
 def prepare_output(path: str | os.PathLike) -> Path:
     """Create the output folder and check that it is writable -> its Path (UserError otherwise)."""
@@ -60,25 +66,46 @@ def _write_data_png16(path: Path, img: np.ndarray) -> None:
 def write_frame(files: dict[str, Path], layers: dict[str, np.ndarray], fmt: str,
                 stored: bool = False) -> None:
     """Write one frame's layers (rgba (H,W,4), albedo/shading (H,W,3) linear, normal (H,W,3) 0..1,
-    depth (H,W) head units) to `files` atomically. stored: the rgba PNG uncompressed (about 40% faster to
-    write; for the live preview's transient files)."""
-    from relight_core import io, render
+    depth (H,W) head units; the data passes of `passes`) to `files` atomically. stored: the rgba PNG
+    uncompressed (about 40% faster to write; for the live preview's transient files)."""
+    from relight_core import io, passes, render
 
     if fmt == "exr":
         # The colour goes in the unprefixed R/G/B/A channels (the main image for Blender's sequencer and
-        # compositor, Nuke, ...); the other passes are named layers.
-        io.write_exr(files["exr"], {("" if k == "rgba" else k): v for k, v in layers.items()})
+        # compositor, Nuke, ...); the other passes are named layers (`passes`: N.X, P.X, id_skin.Y, ...).
+        named = {("" if k == "rgba" else k): v for k, v in passes.exr_layers(layers).items()}
+        io.write_exr(files["exr"], named, vectors=passes.VECTOR_PASSES, full_float=REBUILD_PASSES)
         return
     for name, path in files.items():
         img = layers[name]
-        if name == "normal":
+        if name in ("normal", "shadow", "matte"):
             _write_data_png16(path, img)
+        elif name == "N":
+            _write_data_png16(path, img * 0.5 + 0.5)
+        elif name in ("P", "Pref"):  # head units over +-DEPTH_PNG_RANGE around 0.5
+            _write_data_png16(path, img / (2.0 * render.DEPTH_PNG_RANGE) + 0.5)
         elif name == "depth":
             _write_data_png16(path, img / render.DEPTH_PNG_RANGE)
+        elif name == "id":
+            _write_id_png8(path, img)
         elif name == "rgba":
             _write_rgba_png8(path, img, io.PNG_STORED_PARAMS if stored else io.PNG_PARAMS)
         else:
             io.write_png(path, img)
+
+
+def _write_id_png8(path: Path, ids: np.ndarray) -> None:
+    """ID mattes (H, W, 5) -> an 8-bit index PNG: 0 background, 1..5 the region (`passes.ID_REGIONS`)
+    holding most of the pixel's matte, where the matte is at least 1/2."""
+    import cv2
+
+    from relight_core import io
+
+    index = (np.argmax(ids, axis=-1) + 1).astype(np.uint8)
+    index[ids.sum(axis=-1) < 0.5] = 0
+    with io.atomic_write(path) as tmp:
+        if not cv2.imwrite(str(tmp), index, io.PNG_PARAMS):
+            raise UserError(f"Could not write {path}; check that the folder is writable and has space.")
 
 
 def _write_rgba_png8(path: Path, rgba: np.ndarray, params: list) -> None:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from relight_core import layout
+from relight_core import layout, passes
 from relight_core import lighting as lighting_mod
 from relight_core.errors import UserError
 from relight_core.views import ViewPlan, intrinsics
@@ -427,21 +427,25 @@ class Look:
             output_sh, shading = state.light_in, None
         view = self.views.view(k, state.cam_from_head, intrinsics(analysis, h, w), (h, w))
         # key lights: their cast shadows darken the target shading, their specular comes on top
-        spec = self._key_lights(k, state, view, shading) if shading is not None else None
+        spec, shadow = self._key_lights(k, state, view, shading) if shading is not None else (None, None)
         shading = state.shading_in if shading is None else upsample(shading, h, w)
         layers, info = self._compose(state, view, albedo, shading, spec, output_sh)
+        if any(p in self.want for p in passes.DATA_PASSES):
+            layers.update(self._data_passes(state, view, spec, shadow, layers.pop("_maps")))
+        layers.pop("_maps", None)
         timings["render"] += time.perf_counter() - t
         return layers, info
 
     def _key_lights(self, k: int, state: FrameState, view: tuple | None, shading: np.ndarray
-                    ) -> np.ndarray | None:
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """Frame k's key lights on the shading grid: their cast shadows are added to the target shading
-        (h, w, 3) in place; returns their specular irradiance (h, w, 3), or None when there is none."""
+        (h, w, 3) in place; returns (their specular irradiance (h, w, 3), the shadow factor (h, w) when
+        the shadow pass is wanted), each None when there are no key lights."""
         from relight_core import render
 
         keys = list(self.target.key_lights_at(k) or [])
         if not keys:
-            return None
+            return None, None
         step, cfh = state.step, state.cam_from_head
         rot = render.light_rotation(cfh, self.light_space)
         view_pos = np.zeros(3) if view is None else np.linalg.inv(view[0])[:3, 3]
@@ -449,9 +453,10 @@ class Look:
         person = state.alpha[::step, ::step] > 0.02
         scaled = [lighting_mod.scaled_light(kl, self.scale or 1.0) for kl in keys]
         delta, spec = render.key_light_terms(state.half, points, person, scaled, rot, cfh[:3, 3], view_pos)
+        shadow = passes.shadow_factor(shading, delta) if "shadow" in self.want else None
         shading += delta
         np.maximum(shading, 0.0, out=shading)
-        return spec
+        return spec, shadow
 
     def _compose(self, state: FrameState, view: tuple | None, albedo: np.ndarray, shading: np.ndarray,
                  spec: np.ndarray | None, output_sh: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
@@ -470,14 +475,15 @@ class Look:
         if spec is not None:
             where = render.specular_mask(albedo[::step, ::step], geo.labels[::step, ::step])
             spec *= rgb3(where * np.float32(SPECULAR_ALBEDO))
-            relit += upsample(spec, h, w)
+            spec = upsample(spec, h, w)  # the specular radiance added, (H, W, 3): also the specular pass
+            relit += spec
         depth = np.asarray(geo.depth, dtype=np.float32)
         want = self.want
         if view is None:
             bg = None if self.background == "transparent" else img
             rgba = render.composite(relit, alpha, bg)
             out_alpha, out_depth = alpha, depth
-            out_normals = geo.normals if "normal" in want else None
+            out_normals = geo.normals if "normal" in want or "N" in want else None
             out_albedo, out_shading = albedo, shading
         else:
             new_from_input, kk, _ = view
@@ -491,7 +497,7 @@ class Look:
             out_rgb = render.sample(relit, mx, my)
             out_albedo = render.sample(albedo, mx, my) * cover3 if "albedo" in want else None
             out_shading = render.sample(shading, mx, my) * cover3 if "shading" in want else None
-            out_normals = render.sample(geo.normals, mx, my) if "normal" in want else None
+            out_normals = render.sample(geo.normals, mx, my) if "normal" in want or "N" in want else None
             _fill_from_mirror(geo, view, depth, out_depth, albedo, output_sh,
                                    {"rgb": out_rgb, "albedo": out_albedo, "shading": out_shading,
                                     "normal": out_normals})
@@ -511,7 +517,51 @@ class Look:
             layers["normal"] = render.encode_normals(out_normals, out_alpha)
         if "depth" in want:
             layers["depth"] = (out_depth * inside).astype(np.float32)
+        # what the data passes need, in the output view (popped by `render`)
+        layers["_maps"] = {"spec": spec, "alpha": out_alpha, "depth": out_depth * inside,
+                           "normals": out_normals, "remap": None if view is None else (mx, my, cover)}
         return layers, info
+
+    def _data_passes(self, state: FrameState, view: tuple | None, spec: np.ndarray | None,
+                     shadow: np.ndarray | None, maps: dict) -> dict[str, np.ndarray]:
+        """The wanted data passes (`passes.DATA_PASSES`) of a composed frame, in the output view:
+        specular (H, W, 3), shadow, matte (H, W), N, P, Pref (H, W, 3), id (H, W, 5) (module `passes`)."""
+        from relight_core import render
+        from relight_core.intrinsic import rgb3
+
+        h, w = state.img.shape[:2]
+        alpha, depth, remap = maps["alpha"], maps["depth"], maps["remap"]
+        inside = alpha > 0.02
+
+        def to_view(img: np.ndarray, nearest: bool = False) -> np.ndarray:
+            if remap is None:
+                return img
+            out = render.sample(img, remap[0], remap[1], nearest=nearest)
+            return out * (remap[2] if out.ndim == 2 else rgb3(remap[2]))
+
+        want, out = self.want, {}
+        if "specular" in want:
+            spec_full = np.zeros((h, w, 3), np.float32) if maps["spec"] is None else maps["spec"]
+            out["specular"] = to_view(spec_full) * rgb3(inside.astype(np.float32))
+        if "shadow" in want:
+            out["shadow"] = np.ones((h, w), np.float32) if shadow is None else to_view(upsample(shadow, h, w))
+        if "matte" in want:
+            out["matte"] = np.asarray(alpha, dtype=np.float32)
+        k = state.geo.K if view is None else view[1]
+        cam2head = np.linalg.inv(state.cam_from_head) if view is None else view[2]
+        p_cam = passes.positions(depth, k)
+        if "N" in want:
+            n = state.geo.normals if maps["normals"] is None else maps["normals"]
+            out["N"] = np.where(inside[..., None], n, np.float32(0.0)).astype(np.float32)
+        if "P" in want:
+            out["P"] = p_cam
+        if "Pref" in want:
+            out["Pref"] = passes.head_positions(p_cam, cam2head, depth > 0)
+        if "id" in want:
+            labels = to_view(state.geo.labels.astype(np.float32), nearest=True).round().astype(np.int64)
+            ids = passes.id_mattes(labels, alpha)
+            out["id"] = np.stack([ids[r] for r in passes.ID_REGIONS], axis=-1)
+        return out
 
 
 def _fill_from_mirror(geo, view: tuple, depth_in: np.ndarray, depth_out: np.ndarray, albedo: np.ndarray,

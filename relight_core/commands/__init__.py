@@ -9,6 +9,7 @@ COMMAND_MODULES = (
     "relight_core.commands.demo",
     "relight_core.commands.relight",
     "relight_core.commands.analyze",
+    "relight_core.commands.head_mesh",
     "relight_core.commands.preview_light",
     "relight_core.commands.worker",
     "relight_core.commands.serve",

@@ -33,7 +33,9 @@ def add_render_options(parser: argparse.ArgumentParser) -> None:
                              '(the Blender export)')
     parser.add_argument("--light-space", choices=("world", "head"), default="world",
                         help="light fixed to the camera/world (default) or to the head")
-    parser.add_argument("--passes", default="rgba", help="comma list of rgba,albedo,shading,normal,depth")
+    parser.add_argument("--passes", default="rgba",
+                        help="comma list of rgba,albedo,shading,normal,depth,specular,shadow,N,P,Pref,"
+                             "matte,id (PNG; an EXR holds them all)")
     parser.add_argument("--format", choices=("png", "exr"), default="png", help="png files per pass or "
                         "one multilayer EXR per frame")
     parser.add_argument("--frames", default=None, metavar="A:B", help="source frames A (incl.) to B (excl.)")

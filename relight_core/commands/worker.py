@@ -21,7 +21,8 @@ NAME = "worker"
 HELP = "Run one relight request read as JSON from stdin, reporting JSON-lines events on stdout."
 
 FIELDS = ("version", "input", "frames", "output", "format", "passes", "size", "device", "background",
-          "light_space", "resume", "lighting", "camera", "intensity", "smoothing")
+          "light_space", "resume", "lighting", "camera", "intensity", "smoothing", "task")
+TASKS = ("relight", "track")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +84,8 @@ def job_from_request(req: dict):
         frames = [int(f) for f in frames]
         if frames[0] < 0 or frames[1] <= frames[0]:
             raise UserError(f"Request frames {frames} is an empty or negative range.")
+    if req.get("task", "relight") not in TASKS:
+        raise UserError(f"Request task {req.get('task')!r} is not one of {', '.join(TASKS)}.")
     passes = req.get("passes") or ["rgba"]
     if isinstance(passes, str):
         passes = [passes]
@@ -155,7 +158,12 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=_watch_stdin, args=(lines, cancel), daemon=True).start()
         from relight_core import pipeline
 
-        report = pipeline.run(job, on_event=emit, cancel=cancel)
+        if req.get("task", "relight") == "track":
+            from relight_core import headmesh
+
+            report = headmesh.track_job(job, on_event=emit, cancel=cancel)
+        else:
+            report = pipeline.run(job, on_event=emit, cancel=cancel)
         return 1 if report.get("cancelled") or report.get("totals", {}).get("cancelled") else 0
     except UserError as exc:
         emit({"event": "error", "message": str(exc)})
