@@ -214,16 +214,20 @@ def test_cg_sphere_shadows_the_face_and_head_hides_cg_behind_it(tracked, tmp_pat
 
     sc, _strip, _folder = tracked
     sc.frame_set(20)
-    to_light = np.array([-0.5, -0.6, 0.62])  # anchor-local: image left, toward the camera, up
+    # placed in the head anchor's space (an anchor the artist moved, or one an earlier test left in the
+    # file, need not sit at the origin)
+    anchor = np.array(sc.portrait_relight.anchor.matrix_world)
+    to_light = anchor[:3, :3] @ np.array([-0.5, -0.6, 0.62])  # image left, toward the camera, up
     to_light /= np.linalg.norm(to_light)
     sun = _add(sc, "Sun", bpy.data.lights.new("Sun", "SUN"), (0, 0, 0))
     sun.data.energy, sun.data.angle = 4.0, 0.0
     sun.rotation_mode = "QUATERNION"
     sun.rotation_quaternion = Vector((0, 0, 1)).rotation_difference(Vector(tuple(to_light)))
-    centre, radius = np.array([0.0, -0.35, 0.05]) + 0.55 * to_light, 0.09
+    centre, radius = anchor[:3, :3] @ np.array([0.0, -0.35, 0.05]) + anchor[:3, 3] + 0.55 * to_light, 0.09
     sphere = _add(sc, "CG Sphere", _primitive("sphere", u_segments=32, v_segments=16, radius=radius),
                   tuple(centre), (0.8, 0.8, 0.8, 1.0))
-    cube = _add(sc, "CG Cube", _primitive("cube", size=0.5), (0.42, 0.45, 0.1), (1.0, 0.0, 0.0, 1.0))
+    cube = _add(sc, "CG Cube", _primitive("cube", size=0.5),
+                tuple(anchor[:3, :3] @ np.array([0.42, 0.45, 0.1]) + anchor[:3, 3]), (1.0, 0.0, 0.0, 1.0))
     try:
         assert bpy.ops.portrait_relight.setup_cg_composite() == {"FINISHED"}
         sc.cycles.samples, sc.cycles.use_denoising, sc.render.resolution_percentage = 16, False, 25
