@@ -111,17 +111,17 @@ def registered_handlers() -> list:
 def register() -> None:
     _last["sh"] = None
     for lst, fn in _HANDLERS:
-        _remove(lst, fn)
+        remove_handler(lst, fn)
         lst.append(fn)
 
 
 def unregister() -> None:
     for lst, fn in _HANDLERS:
-        _remove(lst, fn)
+        remove_handler(lst, fn)
     _last["sh"] = None
 
 
-def _remove(lst, fn) -> None:
+def remove_handler(lst, fn) -> None:
     """Remove `fn` and any stale copy of it from an earlier load of this module (same qualified name)."""
     for h in list(lst):
         name = (getattr(h, "__module__", ""), getattr(h, "__name__", ""))
