@@ -103,6 +103,7 @@ class LiveSession:
     def __init__(self, context, scene, seq_scene, strip, python: str):
         self.scene_name, self.seq_scene_name, self.strip_name = scene.name, seq_scene.name, strip.name
         self.src = sequencer.strip_source(strip)
+        self.timing = _strip_timing(strip)
         self.folder = tempfile.mkdtemp(prefix="portrait_relight_live_")
         self.client = ServeClient(python, cwd=self.folder)
         self.open_id = self.client.send("open", input=self.src.input,
@@ -136,6 +137,23 @@ class LiveSession:
         strips = sequencer.strips_of(self.seq_scene) if self.seq_scene is not None else None
         return strips.get(self.strip_name) if strips is not None else None
 
+    def follow_strip(self) -> None:
+        """Re-read the strip's timing when it was moved, trimmed or slipped; ValueError when it is gone or
+        now shows frames the session did not track."""
+        strip = self.strip()
+        if strip is None:
+            raise ValueError(f"Strip '{self.strip_name}' is gone; switch Live Preview off, select a strip "
+                             "and switch it on again.")
+        timing = _strip_timing(strip)
+        if timing == self.timing:
+            return
+        src = sequencer.strip_source(strip)
+        old = self.src.frames
+        if old is not None and (src.frames is None or src.frames[0] < old[0] or src.frames[1] > old[1]):
+            raise ValueError(f"Strip '{self.strip_name}' now shows frames that were not tracked; switch Live "
+                             "Preview off and on to track them.")
+        self.src, self.timing = src, timing
+
     def source_frame(self, timeline_frame: int) -> int | None:
         """The source frame index shown at a timeline frame (None outside the strip)."""
         src = self.src
@@ -156,6 +174,7 @@ class LiveSession:
         """The `render` request for the frame under the playhead (None outside the strip). Lighting and
         camera come from request.py for that one frame; ValueError says what the scene lacks."""
         scene, seq_scene = self.scene, self.seq_scene
+        self.follow_strip()
         timeline_frame = int(seq_scene.frame_current)
         frame = self.source_frame(timeline_frame)
         if frame is None:
@@ -265,15 +284,17 @@ class LiveSession:
     # -------------------------------------------------------------- change detection
     def scene_key(self) -> tuple:
         """What in the scenes, outside the objects and World, changes the preview (frame, exposure, camera,
-        the add-on's settings): compared on each scene update, so writing state fields triggers nothing."""
+        the add-on's settings, the strip's timing): compared on each scene update, so that writing state
+        fields triggers nothing."""
         scene, seq_scene = self.scene, self.seq_scene
         if scene is None or seq_scene is None:
             return ()
         s = scene.portrait_relight
         values = tuple(_plain(getattr(s, p.identifier)) for p in s.bl_rna.properties
                        if p.identifier not in _STATE_SETTINGS)
+        strip = self.strip()
         return (seq_scene.frame_current, scene.frame_current, float(scene.view_settings.exposure),
-                _plain(scene.camera), _plain(scene.world), values)
+                _plain(scene.camera), _plain(scene.world), values, strip and _strip_timing(strip))
 
 
 def _plain(value):
@@ -286,6 +307,12 @@ def _plain(value):
         return tuple(value)
     except TypeError:
         return str(value)
+
+
+def _strip_timing(strip) -> tuple:
+    """What places a strip's media on the timeline (start, length, offsets)."""
+    return (strip.frame_start, strip.frame_final_start, strip.frame_final_duration, strip.frame_offset_start,
+            getattr(strip, "animation_offset_start", 0))
 
 
 def _remove_file(path: str) -> None:

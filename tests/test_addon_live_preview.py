@@ -20,6 +20,7 @@ import pytest
 bpy = pytest.importorskip("bpy")
 from test_addon_blender import (  # noqa: E402
     PKG,
+    _CheckingLayout,
     active_scene,
     add_image_strip,
     enable_addon,
@@ -152,11 +153,13 @@ class Clock:
         return ret
 
     def until(self, cond, timeout: float = 30.0) -> None:
+        """Run the loop (at least once: Blender evaluates a change before anything else) until `cond()`."""
         end = time.monotonic() + timeout
+        self.tick()
         while not cond():
             assert time.monotonic() < end, f"timed out; note: {self.lp.note()!r}"
-            self.tick()
             time.sleep(0.02)
+            self.tick()
 
     def idle(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -270,6 +273,10 @@ def test_toggle_opens_renders_and_follows_changes(live):
         assert _requests(log)[-1]["frame"] == 2
         px = np.array(bpy.data.images[live_preview.IMAGE_NAME].pixels[:4])
         assert abs(px[0] - 20 / 255) < 0.02  # red = 10 x source frame
+        # the strip moves two frames later: frame 12 now shows its first source frame
+        strip.frame_start = 12
+        clock.until(lambda: lv.current)
+        assert _requests(log)[-1]["frame"] == 0
     finally:
         handlers.restore()
     # preview settings: the albedo pass at full size
@@ -382,6 +389,9 @@ def test_cancel_while_tracking_and_open_error(live, monkeypatch):
     s.live_preview = True
     lv = live_preview.session()
     clock.until(lambda: lv.total > 0)
+    seen: list = []
+    live_preview.draw_panel(_CheckingLayout(seen), bpy.context)  # tracking progress and its Cancel button
+    assert {"live_preview", "live_size", "live_pass", "portrait_relight.live_cancel"} <= set(seen)
     assert bpy.ops.portrait_relight.live_cancel() == {"FINISHED"}
     clock.until(lambda: live_preview.session() is None)
     assert "cancelled" in live_preview.note() and not s.live_preview
