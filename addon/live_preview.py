@@ -105,7 +105,7 @@ class LiveSession:
         self.src = sequencer.strip_source(strip)
         self.timing = _strip_timing(strip)
         self.folder = tempfile.mkdtemp(prefix="portrait_relight_live_")
-        self.client = ServeClient(python, cwd=self.folder)
+        self.client = ServeClient(python)
         self.open_id = self.client.send("open", input=self.src.input,
                                         frames=list(self.src.frames) if self.src.frames else None,
                                         size=None, fov=None)
