@@ -271,6 +271,8 @@ class LiveSession:
 
     def close(self) -> None:
         """Quit the engine (without waiting) and drop the live image and its files."""
+        if self.phase == "analyzing":
+            self.client.send("cancel")  # a tracking engine reads `quit` only after it
         self.client.close()
         img = bpy.data.images.get(IMAGE_NAME)
         if img is not None:
