@@ -106,11 +106,12 @@ class LiveSession:
         self.timing = _strip_timing(strip)
         self.folder = tempfile.mkdtemp(prefix="portrait_relight_live_")
         self.client = ServeClient(python)
+        # `cache`: the strip's relight folder, so that a relight and the preview share one analysis
         self.open_id = self.client.send("open", input=self.src.input,
                                         frames=list(self.src.frames) if self.src.frames else None,
-                                        size=None, fov=None)
+                                        size=None, fov=None, cache=request.strip_output(context, strip))
         self.phase = "analyzing"  # -> "ready"
-        self.done, self.total = 0, 0
+        self.stage, self.done, self.total = "analyze", 0, 0
         self.info: dict = {}
         self.dirty = True
         self.building = False
@@ -219,6 +220,7 @@ class LiveSession:
         """Handle one engine event; returns a message that ends the session, else None."""
         kind, rid = event.get("event"), event.get("id")
         if kind == "progress" and rid == self.open_id:
+            self.stage = str(event.get("stage") or "analyze")
             self.done, self.total = int(event.get("done") or 0), int(event.get("total") or 0)
         elif kind == "opened":
             self.phase, self.info, self.dirty = "ready", dict(event), True
@@ -531,11 +533,16 @@ def draw_image() -> None:
 def overlay_text(live: LiveSession) -> str:
     """The overlay line: pass, engine time and whether the image is current."""
     if live.phase != "ready":
-        return f"Live Preview: tracking {live.done}/{live.total or '?'}"
+        return f"Live Preview: {opening_stage(live)} {live.done}/{live.total or '?'}"
     if live.shown is None:
         return "Live Preview: rendering..."
     state = "current" if live.current else "updating..."
     return f"Live Preview  {live.shown['ms']:.0f} ms  {state}"
+
+
+def opening_stage(live: LiveSession) -> str:
+    """What an opening session is doing, in words."""
+    return "estimating the input light" if live.stage == "light" else "tracking"
 
 
 def draw_overlay() -> None:
@@ -570,8 +577,8 @@ def draw_panel(layout, context) -> None:
     row.prop(s, "live_preview", toggle=True, icon="HIDE_OFF" if s.live_preview else "HIDE_ON")
     if live is not None and live.phase == "analyzing":
         frac = live.done / live.total if live.total else 0.0
-        box.progress(factor=frac, type="BAR",
-                     text=f"Tracking {live.strip_name}: {live.done}/{live.total or '?'}")
+        box.progress(factor=frac, type="BAR", text=f"{live.strip_name}: {opening_stage(live)} "
+                                                   f"{live.done}/{live.total or '?'}")
         box.operator(PORTRAIT_RELIGHT_OT_live_cancel.bl_idname, icon="CANCEL")
     elif live is not None:
         box.label(text=overlay_text(live).replace("Live Preview", live.strip_name, 1), icon="SEQUENCE")

@@ -243,7 +243,7 @@ def test_toggle_opens_renders_and_follows_changes(live):
     clock.until(lambda: _requests(log, "open"))
     opened = _requests(log, "open")[0]
     assert opened["input"] == str(Path(bpy.path.abspath(strip.directory)))
-    assert opened["frames"] == [0, 3]
+    assert opened["frames"] == [0, 3] and opened["cache"] == request.strip_output(bpy.context, strip)
     clock.until(lambda: lv.phase == "ready" and lv.current)
     first = _requests(log)
     assert len(first) == 1
