@@ -218,6 +218,7 @@ def live(tmp_path, monkeypatch):
 
     with active_scene("PR live") as sc:
         bpy.ops.portrait_relight.add_head_rig()
+        sc.portrait_relight.output_dir = str(tmp_path / "out")
         sun = bpy.data.objects.new("Sun", bpy.data.lights.new("Sun", "SUN"))
         sun.data.energy = 3.0
         sc.collection.objects.link(sun)
@@ -539,6 +540,7 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
     try:
         with active_scene("PR live sun") as sc:
             bpy.ops.portrait_relight.add_head_rig()
+            sc.portrait_relight.output_dir = str(tmp_path / "out")  # the session caches its analysis there
             sun = bpy.data.objects.new("Key", bpy.data.lights.new("Key", "SUN"))
             sun.data.energy = 4.0
             sc.collection.objects.link(sun)
