@@ -17,7 +17,7 @@ from collections import deque
 
 from .worker_client import _clean_env, engine_command
 
-QUIT_GRACE_S = 3.0
+QUIT_GRACE_S = 10.0  # a serve process takes ~2 s to exit after renders (library teardown)
 TERMINATE_GRACE_S = 2.0
 # Requests that carry an id (the engine echoes it in its replies); cancel, close and quit carry none.
 ID_COMMANDS = ("open", "render")

@@ -552,6 +552,10 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             lv = live_preview.session()
             clock.until(lambda: lv.current, timeout=300)
             assert live_preview.note() == "", live_preview.note()
+            from portrait_relight import request
+
+            strip = sc.sequence_editor.active_strip  # its analysis is where a Relight would look for it
+            assert (Path(request.strip_output(bpy.context, strip)) / "analysis.npz").is_file()
             img = bpy.data.images[live_preview.IMAGE_NAME]
             assert tuple(img.size) == (128, 128)
             before = _cheek_ratio(img)
@@ -572,7 +576,7 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             assert clock.max_ms < 40 and handlers.max_ms < 40  # target 20 ms; generous on a shared machine
             proc = lv.client.proc
             sc.portrait_relight.live_preview = False
-            assert proc.wait(10) == 0
+            assert proc.wait(20) == 0
     finally:
         live_preview.stop()
         prefs.engine_python = ""
