@@ -473,10 +473,25 @@ def on_load_pre(*_args) -> None:
     _NOTE["text"] = ""
 
 
+@persistent
+def sync_toggles(*_args) -> None:
+    """After a file load, undo or redo: the toggle is on exactly in the scene whose session runs (a saved
+    file or an undo step may hold a stale value; SKIP_SAVE does not keep scene properties out of files)."""
+    live = session()
+    for sc in bpy.data.scenes:
+        settings = getattr(sc, "portrait_relight", None)
+        want = live is not None and sc.name == live.scene_name
+        if settings is not None and settings.live_preview != want:
+            settings.live_preview = want  # its update finds the session as it is: nothing starts or stops
+
+
 _HANDLERS = (
     (bpy.app.handlers.depsgraph_update_post, on_depsgraph_update),
     (bpy.app.handlers.frame_change_post, on_frame_change),
     (bpy.app.handlers.load_pre, on_load_pre),
+    (bpy.app.handlers.load_post, sync_toggles),
+    (bpy.app.handlers.undo_post, sync_toggles),
+    (bpy.app.handlers.redo_post, sync_toggles),
 )
 
 

@@ -411,14 +411,17 @@ def test_session_ends_on_new_file_and_disable(live):
     lv = live_preview.session()
     clock.until(lambda: lv.current)
     live_preview.on_load_pre()  # what Blender calls before File > New / Open
-    assert live_preview.session() is None and lv.client.proc.wait(5) == 0
+    assert live_preview.session() is None and lv.client.proc.wait(15) == 0
+    sc.portrait_relight["live_preview"] = True  # as a file saved while previewing holds it
+    live_preview.sync_toggles()  # what Blender calls after the load (and after undo / redo)
+    assert not sc.portrait_relight.live_preview and live_preview.session() is None
     sc.portrait_relight.live_preview = True
     lv = live_preview.session()
     import addon_utils
 
     addon_utils.disable(PKG, default_set=True)
     try:
-        assert lv.client.proc.wait(5) == 0
+        assert lv.client.proc.wait(15) == 0
         assert live_preview.registered_handlers() == []
     finally:
         enable_addon()
