@@ -254,9 +254,13 @@ def test_toggle_opens_renders_and_follows_changes(live):
     img = bpy.data.images[live_preview.IMAGE_NAME]
     assert tuple(img.size) == (32, 24)
     assert "current" in live_preview.overlay_text(lv)
-    # idle: no new request while nothing changes
+    # idle: nothing is rebuilt or sent while nothing changes (the add-on's own writes trigger nothing)
+    builds = []
+    build = lv.render_request
+    lv.render_request = lambda ctx: builds.append(1) or build(ctx)
     clock.idle(0.4)
-    assert len(_requests(log)) == 1
+    assert len(_requests(log)) == 1 and not builds
+    del lv.render_request
     # the sun moves to the other side: one new request, the image follows
     handlers = TimedHandlers()
     try:
