@@ -7,6 +7,7 @@ when the SH changed, so writing the image (which itself triggers a depsgraph upd
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import bpy
@@ -75,6 +76,18 @@ def scene_lighting_error(scene, exc: Exception) -> None:
             scene.portrait_relight.status = msg
     except (AttributeError, RuntimeError):
         pass
+
+
+@contextlib.contextmanager
+def paused():
+    """No preview refresh inside the block (e.g. while the Live Preview sets the current frame again to
+    read the lights: the lit sphere follows the real change through its own handlers)."""
+    was = _busy["on"]
+    _busy["on"] = True
+    try:
+        yield
+    finally:
+        _busy["on"] = was
 
 
 @persistent

@@ -29,8 +29,7 @@ import bpy
 import numpy as np
 from bpy.app.handlers import persistent
 
-from . import request, sequencer
-from .handlers import remove_handler
+from . import handlers, request, sequencer
 from .serve_client import ServeClient
 
 TICK_S = 0.05  # how often the timer looks for replies
@@ -196,7 +195,8 @@ class LiveSession:
         self.dirty = False
         self.building = True
         try:
-            req = self.render_request(context)
+            with handlers.paused():
+                req = self.render_request(context)
         except ValueError as exc:
             self.message, self.latest_key, self.sent_key = str(exc), None, None
             return
@@ -636,7 +636,7 @@ def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
     for lst, fn in _HANDLERS:
-        remove_handler(lst, fn)
+        handlers.remove_handler(lst, fn)
         lst.append(fn)
     space = bpy.types.SpaceSequenceEditor
     _DRAW.append(space.draw_handler_add(draw_image, (), "PREVIEW", "POST_VIEW"))
@@ -652,6 +652,6 @@ def unregister() -> None:
         bpy.types.SpaceSequenceEditor.draw_handler_remove(handle, "PREVIEW")
     _DRAW.clear()
     for lst, fn in _HANDLERS:
-        remove_handler(lst, fn)
+        handlers.remove_handler(lst, fn)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -131,25 +131,40 @@ def _requests(log: Path, cmd: str = "render") -> list[dict]:
             if r["cmd"] == cmd]
 
 
-class Clock:
+class Longest:
+    """The longest call of a function: wall-clock ms, and the main thread's own CPU ms (which other
+    processes on a busy machine do not inflate)."""
+
+    def __init__(self):
+        self.max_ms = self.max_cpu_ms = 0.0
+
+    def call(self, fn, *args):
+        t, c = time.perf_counter(), time.thread_time()
+        ret = fn(*args)
+        self.max_cpu_ms = max(self.max_cpu_ms, 1000 * (time.thread_time() - c))
+        self.max_ms = max(self.max_ms, 1000 * (time.perf_counter() - t))
+        return ret
+
+    def __str__(self):
+        return f"{self.max_ms:.1f} ms ({self.max_cpu_ms:.1f} ms CPU)"
+
+
+class Clock(Longest):
     """Blender's main loop, reduced to what the add-on sees: evaluate the depsgraph (which calls the
     depsgraph handlers when something changed), then call the add-on's timer; keeps the longest timer
-    call (ms)."""
+    call."""
 
     def __init__(self):
         from portrait_relight import live_preview
 
+        super().__init__()
         self.lp = live_preview
-        self.max_ms = 0.0
         self.calls = 0
 
     def tick(self):
         bpy.context.view_layer.update()
-        t = time.perf_counter()
-        ret = self.lp.tick()
-        self.max_ms = max(self.max_ms, 1000 * (time.perf_counter() - t))
         self.calls += 1
-        return ret
+        return self.call(self.lp.tick)
 
     def until(self, cond, timeout: float = 30.0) -> None:
         """Run the loop (at least once: Blender evaluates a change before anything else) until `cond()`."""
@@ -167,21 +182,19 @@ class Clock:
             time.sleep(0.02)
 
 
-class TimedHandlers:
+class TimedHandlers(Longest):
     """Wraps the add-on's depsgraph and frame handlers in the handler lists, so that Blender calls them and
-    the longest call is kept (ms)."""
+    the longest call is kept."""
 
     def __init__(self):
         from portrait_relight import live_preview
 
-        self.max_ms = 0.0
+        super().__init__()
         self._swaps = []
         for lst, fn in ((bpy.app.handlers.depsgraph_update_post, live_preview.on_depsgraph_update),
                         (bpy.app.handlers.frame_change_post, live_preview.on_frame_change)):
             def timed(*args, _fn=fn):
-                t = time.perf_counter()
-                _fn(*args)
-                self.max_ms = max(self.max_ms, 1000 * (time.perf_counter() - t))
+                self.call(_fn, *args)
 
             i = lst.index(fn)
             lst[i] = timed
@@ -294,8 +307,8 @@ def test_toggle_opens_renders_and_follows_changes(live):
     sc.frame_set(40)
     clock.idle(0.3)
     assert len(_requests(log)) == n and live_preview._visible(lv) is None
-    print(f"max timer call {clock.max_ms:.1f} ms over {clock.calls}; handler {handlers.max_ms:.2f} ms")
-    assert clock.max_ms < 100 and handlers.max_ms < 100
+    print(f"longest timer call {clock} of {clock.calls}; handler {handlers}")
+    assert clock.max_cpu_ms < 20 and handlers.max_cpu_ms < 20
     # switching off ends the engine and removes the image
     proc = lv.client.proc
     s.live_preview = False
@@ -564,7 +577,7 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             assert tuple(img.size) == (128, 128)
             before = _cheek_ratio(img)
             ms_before = lv.shown["ms"]
-            clock.max_ms = 0.0  # from here on: a warm session, as the artist works
+            clock.max_ms = clock.max_cpu_ms = 0.0  # from here on: a warm session, as the artist works
             handlers = TimedHandlers()
             try:
                 for side in (-0.5, 0.0, 0.5, 1.0):  # the sun travels to the right, a step per change
@@ -574,14 +587,16 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
                 handlers.restore()
             after = _cheek_ratio(bpy.data.images[live_preview.IMAGE_NAME])
             print(f"cheek ratio left/right: sun left {before:.2f}, sun right {after:.2f}; engine "
-                  f"{ms_before:.0f} ms then {lv.shown['ms']:.0f} ms; max timer call {clock.max_ms:.1f} ms, "
-                  f"max handler call {handlers.max_ms:.2f} ms")
+                  f"{ms_before:.0f} ms then {lv.shown['ms']:.0f} ms; longest timer call {clock}, handler "
+                  f"{handlers}")
             assert before > 1.1 and after < 1 / 1.1
             # the Head Camera's novel view and the normal pass come back too, without a note
             sc.portrait_relight.view, sc.portrait_relight.live_pass = "SCENE", "normal"
             clock.until(lambda: lv.current, timeout=60)
             assert live_preview.note() == "" and lv.shown["ms"] > 0
-            assert clock.max_ms < 40 and handlers.max_ms < 40  # target 20 ms; generous on a shared machine
+            # the target is 20 ms; the main thread's CPU time is what Blender spends, wall time is generous
+            assert clock.max_cpu_ms < 20 and handlers.max_cpu_ms < 20
+            assert clock.max_ms < 150 and handlers.max_ms < 150
             proc = lv.client.proc
             sc.portrait_relight.live_preview = False
             assert proc.wait(20) == 0
