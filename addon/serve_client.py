@@ -4,7 +4,8 @@ No bpy here: the Live Preview (live_preview.py) and the tests drive the same `Se
 line is the worker's (`worker_client.engine_command`) with `serve` in place of `worker`. Requests go out
 through a writer thread and replies come in through a reader thread, both via queues, so `send()` and
 `poll()` return at once even when the engine is busy or its pipe is full. Closing sends `quit` and lets
-a daemon thread terminate, then kill, an engine that does not exit. Protocol: README, "Serve protocol".
+a daemon thread terminate, then kill, an engine that does not exit. Protocol: README, "Live session
+protocol".
 """
 
 from __future__ import annotations

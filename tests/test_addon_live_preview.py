@@ -240,7 +240,8 @@ def live(tmp_path, monkeypatch):
         sc.frame_set(10)
         yield sc, sun, strip, log
         live_preview.stop()
-    prefs.engine_python = ""
+    # looked up again: a test that disabled and re-enabled the add-on freed the preferences seen above
+    bpy.context.preferences.addons[PKG].preferences.engine_python = ""
 
 
 def test_toggle_opens_renders_and_follows_changes(live):
@@ -565,7 +566,8 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             add_image_strip(sc, files, channel=2, start=1, name="astro")
             sc.frame_set(1)
             clock = Clock()
-            sc.portrait_relight.live_preview = True
+            switch_on = Longest()
+            switch_on.call(setattr, sc.portrait_relight, "live_preview", True)  # starts the engine process
             lv = live_preview.session()
             clock.until(lambda: lv.current, timeout=300)
             assert live_preview.note() == "", live_preview.note()
@@ -588,7 +590,7 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             after = _cheek_ratio(bpy.data.images[live_preview.IMAGE_NAME])
             print(f"cheek ratio left/right: sun left {before:.2f}, sun right {after:.2f}; engine "
                   f"{ms_before:.0f} ms then {lv.shown['ms']:.0f} ms; longest timer call {clock}, handler "
-                  f"{handlers}")
+                  f"{handlers}; switching on {switch_on}")
             assert before > 1.1 and after < 1 / 1.1
             # the Head Camera's novel view and the normal pass come back too, without a note
             sc.portrait_relight.view, sc.portrait_relight.live_pass = "SCENE", "normal"
@@ -596,10 +598,10 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             assert live_preview.note() == "" and lv.shown["ms"] > 0
             # the target is 20 ms; the main thread's CPU time is what Blender spends, wall time is generous
             assert clock.max_cpu_ms < 20 and handlers.max_cpu_ms < 20
-            assert clock.max_ms < 150 and handlers.max_ms < 150
+            assert clock.max_ms < 150 and handlers.max_ms < 150 and switch_on.max_ms < 150
             proc = lv.client.proc
             sc.portrait_relight.live_preview = False
             assert proc.wait(20) == 0
     finally:
         live_preview.stop()
-        prefs.engine_python = ""
+        bpy.context.preferences.addons[PKG].preferences.engine_python = ""
