@@ -30,7 +30,7 @@ import numpy as np
 from bpy.app.handlers import persistent
 
 from . import handlers, request, sequencer
-from .serve_client import ServeClient
+from .serve_client import MALFORMED, ServeClient
 
 TICK_S = 0.05  # how often the timer looks for replies
 SEND_INTERVAL_S = 0.1  # at most ~10 render requests a second
@@ -99,12 +99,12 @@ def shown_quad(scene, strip, size: tuple[int, int]) -> tuple[np.ndarray, np.ndar
 class LiveSession:
     """One engine session for one strip: what was asked, what came back, what is shown."""
 
-    def __init__(self, context, scene, seq_scene, strip, python: str):
+    def __init__(self, context, scene, seq_scene, strip, engine):
         self.scene_name, self.seq_scene_name, self.strip_name = scene.name, seq_scene.name, strip.name
         self.src = sequencer.strip_source(strip)
         self.timing = _strip_timing(strip)
         self.folder = tempfile.mkdtemp(prefix="portrait_relight_live_")
-        self.client = ServeClient(python)
+        self.client = ServeClient(engine)
         # `cache`: the strip's relight folder, so that a relight and the preview share one analysis
         self.open_id = self.client.send("open", input=self.src.input,
                                         frames=list(self.src.frames) if self.src.frames else None,
@@ -235,6 +235,9 @@ class LiveSession:
         elif kind == "dropped":
             _key, out = self.pending.pop(rid, ("", ""))
             _remove_file(out)
+        elif kind == MALFORMED:
+            return (f"The live engine wrote {event.get('message')} on its output and was stopped; switch "
+                    "Live Preview on to restart it.")
         elif kind == "cancelled" and self.phase == "analyzing":
             return "Live Preview was cancelled while tracking the strip."
         elif kind == "error":

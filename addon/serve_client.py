@@ -1,11 +1,12 @@
-"""Talk to a live engine session (`<python> -m relight_core serve`) without ever waiting on it.
+"""Talk to a live engine session (`relight_core serve`) without ever waiting on it.
 
-No bpy here: the Live Preview (live_preview.py) and the tests drive the same `ServeClient`. The command
-line is the worker's (`worker_client.engine_command`) with `serve` in place of `worker`. Requests go out
-through a writer thread and replies come in through a reader thread, both via queues, so `send()` and
-`poll()` return at once even when the engine is busy or its pipe is full. Closing sends `quit` and lets
-a daemon thread terminate, then kill, an engine that does not exit. Protocol: README, "Live session
-protocol".
+No bpy here: the Live Preview (live_preview.py) and the tests drive the same `ServeClient`. The engine
+starts as the worker does (`worker_client.start_engine`: isolated, its own process group) with `serve`
+for `worker`, and its stdout lines are read as the worker's are (`worker_client.parse_event`). Requests go
+out through a writer thread and replies come in through a reader thread, both via queues, so `send()` and
+`poll()` return at once even when the engine is busy or its pipe is full. Closing sends `quit` and lets a
+daemon thread terminate, then kill, an engine (process group) that does not exit. Protocol: README,
+"Live session protocol".
 """
 
 from __future__ import annotations
@@ -16,27 +17,29 @@ import subprocess
 import threading
 from collections import deque
 
-from .worker_client import _clean_env, engine_command
+from .worker_client import (
+    MAX_LINE_BYTES,
+    MAX_TEXT,
+    Engine,
+    MalformedEvent,
+    as_engine,
+    parse_event,
+    signal_group,
+    start_engine,
+)
 
 QUIT_GRACE_S = 10.0  # a serve process takes ~2 s to exit after renders (library teardown)
 TERMINATE_GRACE_S = 2.0
 # Requests that carry an id (the engine echoes it in its replies); cancel, close and quit carry none.
 ID_COMMANDS = ("open", "render")
-
-
-def serve_command(python: str) -> list[str]:
-    """The `serve` command line for an engine Python: the worker's command with `serve` for `worker`."""
-    cmd = list(engine_command(python))
-    if "worker" not in cmd:
-        raise RuntimeError(f"The engine command line {cmd} names no 'worker' sub-command to replace.")
-    cmd[len(cmd) - 1 - cmd[::-1].index("worker")] = "serve"
-    return cmd
+MALFORMED = "_malformed"  # the event the reader puts when the engine's output cannot be trusted
 
 
 class ServeClient:
     """One `serve` process. `send()` queues a request, `poll()` returns the events that have arrived."""
 
-    def __init__(self, python: str, cwd: str | None = None):
+    def __init__(self, engine: Engine | str):
+        self.engine = as_engine(engine)
         self._events: queue.Queue = queue.Queue()
         self._outbox: queue.Queue = queue.Queue()
         self.stderr_tail: deque[str] = deque(maxlen=40)
@@ -44,36 +47,39 @@ class ServeClient:
         self._closing = False
         self._stdout_closed = threading.Event()
         try:
-            self.proc = subprocess.Popen(
-                serve_command(python), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, bufsize=1, cwd=cwd, env=_clean_env())
+            self.proc = start_engine(self.engine, "serve")
         except OSError as exc:
-            raise RuntimeError(f"Could not start the engine with {python}: {exc}; check the engine "
-                               "Python in the add-on preferences.") from exc
+            raise RuntimeError(f"Could not start the engine with {self.engine.python}: {exc}; check the "
+                               "Engine Python in the add-on preferences.") from exc
         for target in (self._read_stdout, self._read_stderr, self._write_stdin):
             threading.Thread(target=target, daemon=True).start()
 
     # ------------------------------------------------------------------ threads
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                self.stderr_tail.append(line)
-                continue
-            if isinstance(event, dict) and "event" in event:
-                self._events.put(event)
-        self._stdout_closed.set()
+        try:
+            for raw in iter(lambda: self.proc.stdout.readline(MAX_LINE_BYTES), b""):
+                try:
+                    event = parse_event(raw)
+                except MalformedEvent as exc:
+                    self._events.put({"event": MALFORMED, "message": str(exc)})
+                    break  # nothing after a broken line can be trusted
+                if event is not None:
+                    self._events.put(event)
+        except (OSError, ValueError):
+            pass  # the pipe was closed under us; the exit status tells the rest
+        finally:
+            self._stdout_closed.set()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            if line.strip():
-                self.stderr_tail.append(line.rstrip())
+        try:
+            for raw in iter(lambda: self.proc.stderr.readline(MAX_LINE_BYTES), b""):
+                line = raw.decode("utf-8", "replace").rstrip()
+                if line.strip():
+                    self.stderr_tail.append(line[:MAX_TEXT])
+        except (OSError, ValueError):
+            pass
 
     def _write_stdin(self) -> None:
         assert self.proc.stdin is not None
@@ -83,7 +89,7 @@ class ServeClient:
                 if line is None:
                     self.proc.stdin.close()
                     return
-                self.proc.stdin.write(line + "\n")
+                self.proc.stdin.write((line + "\n").encode("utf-8"))
                 self.proc.stdin.flush()
             except (OSError, ValueError):
                 return  # the engine has exited; its exit status tells the rest
@@ -141,21 +147,18 @@ class ServeClient:
         threading.Thread(target=self._reap, daemon=True).start()
 
     def _reap(self) -> None:
-        for stop, grace in ((None, QUIT_GRACE_S), (self.proc.terminate, TERMINATE_GRACE_S),
-                            (self.proc.kill, None)):
-            if stop is not None:
-                try:
-                    stop()
-                except OSError:
-                    return
-            try:
-                self.proc.wait(grace)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            self.proc.wait(QUIT_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            signal_group(self.proc, kill=False)
+        try:
+            self.proc.wait(TERMINATE_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+        signal_group(self.proc, kill=True)  # also what is left of a wrapper whose leader exited
 
     def terminate(self) -> None:
         """Stop the engine now without waiting (Blender is quitting)."""
         self._closing = True
-        if self.running:
-            self.proc.terminate()
+        signal_group(self.proc, kill=False)
