@@ -574,7 +574,9 @@ def test_live_preview_follows_the_sun(tmp_path, astronaut):
             from portrait_relight import request
 
             strip = sc.sequence_editor.active_strip  # its analysis is where a Relight would look for it
-            assert (Path(request.strip_output(bpy.context, strip)) / "analysis.npz").is_file()
+            from relight_core import layout
+
+            assert layout.analysis_file(request.strip_output(bpy.context, strip)).is_file()
             img = bpy.data.images[live_preview.IMAGE_NAME]
             assert tuple(img.size) == (128, 128)
             before = _cheek_ratio(img)
