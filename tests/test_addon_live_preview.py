@@ -285,6 +285,17 @@ def test_toggle_opens_renders_and_follows_changes(live):
         reqs = _requests(log)
         x_coeff = [np.sign(r["lighting"]["sh"][3][0]) for r in reqs]
         assert len(reqs) == 2 and x_coeff[0] != x_coeff[1]
+        # the World brightens: a new request with more light
+        world = sc.world or bpy.data.worlds.new("PR live world")
+        sc.world = world
+        if world.node_tree is None and hasattr(world, "use_nodes"):
+            world.use_nodes = True
+        clock.until(lambda: lv.current)
+        n = len(_requests(log))
+        world.node_tree.nodes["Background"].inputs["Strength"].default_value = 2.0
+        clock.until(lambda: lv.current)
+        reqs = _requests(log)
+        assert len(reqs) == n + 1 and reqs[-1]["lighting"]["sh"][0][0] > reqs[-2]["lighting"]["sh"][0][0]
         # the playhead moves: the next source frame
         sc.frame_set(12)
         clock.until(lambda: lv.current)
