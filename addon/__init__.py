@@ -9,9 +9,9 @@ It imports only bpy, numpy, the standard library and the numpy-only engine modul
 
 from __future__ import annotations
 
-from . import compositing, farm, handlers, operators, panels, properties, scene3d
+from . import compositing, farm, handlers, live_preview, operators, panels, properties, scene3d
 
-_MODULES = (properties, operators, farm, panels, handlers, scene3d, compositing)
+_MODULES = (properties, operators, farm, panels, handlers, scene3d, compositing, live_preview)
 
 
 def register() -> None:

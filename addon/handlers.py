@@ -7,6 +7,7 @@ when the SH changed, so writing the image (which itself triggers a depsgraph upd
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import bpy
@@ -77,6 +78,18 @@ def scene_lighting_error(scene, exc: Exception) -> None:
         pass
 
 
+@contextlib.contextmanager
+def paused():
+    """No preview refresh inside the block (e.g. while the Live Preview sets the current frame again to
+    read the lights: the lit sphere follows the real change through its own handlers)."""
+    was = _busy["on"]
+    _busy["on"] = True
+    try:
+        yield
+    finally:
+        _busy["on"] = was
+
+
 @persistent
 def _on_depsgraph(scene, depsgraph) -> None:
     if _busy["on"]:
@@ -111,17 +124,17 @@ def registered_handlers() -> list:
 def register() -> None:
     _last["sh"] = None
     for lst, fn in _HANDLERS:
-        _remove(lst, fn)
+        remove_handler(lst, fn)
         lst.append(fn)
 
 
 def unregister() -> None:
     for lst, fn in _HANDLERS:
-        _remove(lst, fn)
+        remove_handler(lst, fn)
     _last["sh"] = None
 
 
-def _remove(lst, fn) -> None:
+def remove_handler(lst, fn) -> None:
     """Remove `fn` and any stale copy of it from an earlier load of this module (same qualified name)."""
     for h in list(lst):
         name = (getattr(h, "__module__", ""), getattr(h, "__name__", ""))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import operators, scene_lighting, sequencer
+from . import live_preview, operators, scene_lighting, sequencer
 
 CATEGORY = "Portrait Relight"
 
@@ -33,6 +33,7 @@ def draw_main(layout, context) -> None:
         if n_sel > 1:
             col.operator("portrait_relight.relight_strips", text=f"Relight {n_sel} Selected Strips")
         col.operator("portrait_relight.export_farm_job", icon="NETWORK_DRIVE")
+    live_preview.draw_panel(layout, context)
     if settings.last_result:
         col = layout.column(align=True)
         col.label(text="Last result:")

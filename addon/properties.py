@@ -45,6 +45,18 @@ def _refresh_preview(_self, context) -> None:
     handlers.refresh_preview(context.scene, force=True)
 
 
+def _toggle_live(self, context) -> None:
+    from . import live_preview
+
+    live_preview.toggle(self, context)
+
+
+def _live_changed(_self, _context) -> None:
+    from . import live_preview
+
+    live_preview.mark_dirty()
+
+
 class PortraitRelightSettings(bpy.types.PropertyGroup):
     """Per-scene settings, the last request's light and the state of the running job."""
 
@@ -94,6 +106,19 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         name="Background", default="keep",
         items=[("keep", "Keep", "Keep the footage background"),
                ("transparent", "Transparent", "Alpha 0 outside the person")])
+
+    live_preview: BoolProperty(
+        name="Live Preview", default=False, options={"SKIP_SAVE"}, update=_toggle_live,
+        description="Relight the frame under the playhead while lights, camera or frame change, shown over "
+                    "the active strip in the sequencer preview (a long-lived engine session)")
+    live_size: EnumProperty(
+        name="Preview Size", default="HALF", update=_live_changed,
+        items=[("HALF", "1/2", "Half the strip's size (faster)"), ("FULL", "1/1", "The strip's full size")])
+    live_pass: EnumProperty(
+        name="Show", default="rgba", update=_live_changed,
+        items=[("rgba", "Relit", "The relit image"), ("albedo", "Albedo", "The estimated albedo"),
+               ("shading", "Shading", "The target shading"),
+               ("normal", "Normal", "Surface normals as colour")])
 
     # state (not user settings)
     is_running: BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})

@@ -90,6 +90,14 @@ def camera_spec(scene, settings, frames: list[int]) -> dict | None:
     return {"fov_deg": fov, "cam2head": poses.tolist()}
 
 
+def light_space(settings) -> str:
+    """The request's "light_space": "head" when the anchor follows the tracked head (scene lights), else the
+    setting."""
+    if settings.follow_head and settings.lighting_source == "SCENE":
+        return "head"
+    return settings.light_space
+
+
 def strip_output(context, strip) -> str:
     """The output folder of a strip: <output root>/<strip name, made safe for file names>."""
     return os.path.join(output_root(context.scene.portrait_relight, context), _safe_name(strip.name))
@@ -114,8 +122,7 @@ def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.Strip
         "size": int(settings.size) or None,
         "device": get_prefs(context).device,
         "background": settings.background,
-        "light_space": "head" if settings.follow_head and settings.lighting_source == "SCENE"
-        else settings.light_space,
+        "light_space": light_space(settings),
         "resume": True,
         "lighting": lighting_spec(context, scene, settings, frames),
         "camera": camera_spec(scene, settings, frames),

@@ -137,6 +137,21 @@ def start_engine(engine: Engine | str, *args: str, cwd: str | None = None) -> su
                             cwd=cwd or engine_cwd(), env=_clean_env(), **_popen_group())
 
 
+def signal_group(proc: subprocess.Popen, kill: bool) -> None:
+    """SIGTERM (or SIGKILL) an engine's whole process group (`start_engine`): a wrapper script's children
+    too."""
+    if os.name == "nt":
+        args = ["taskkill", "/T", "/PID", str(proc.pid)] + (["/F"] if kill else [])
+        subprocess.run(args, capture_output=True, check=False)
+        if kill and proc.poll() is None:
+            proc.kill()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass  # the whole group is gone already
+
+
 def check_engine(engine: Engine | str, timeout: float = 120.0) -> tuple[bool, str]:
     """Run the engine's `relight_core --version`; returns (ok, one line: which engine and its version)."""
     engine = as_engine(engine)
@@ -283,17 +298,7 @@ class WorkerJob:
         return self._cancel_sent_at is not None
 
     def _signal_group(self, kill: bool) -> None:
-        """SIGTERM (or SIGKILL) the worker's whole process group: a wrapper script's children too."""
-        if os.name == "nt":
-            args = ["taskkill", "/T", "/PID", str(self.proc.pid)] + (["/F"] if kill else [])
-            subprocess.run(args, capture_output=True, check=False)
-            if kill and self.running:
-                self.proc.kill()
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass  # the whole group is gone already
+        signal_group(self.proc, kill)
 
     def _stop(self) -> None:
         """Terminate the process group now; `_escalate` kills it after TERMINATE_GRACE_S."""
