@@ -35,6 +35,7 @@ from ._core import core_module
 from .worker_client import WorkerJob
 
 HEAD_NAME = "Tracked Head"
+METRES_KEY = "portrait_relight_metres_per_unit"
 TRACKED_CAMERA_NAME = "Tracked Camera"
 CACHE_MODIFIER = "Head Cache"
 PC2_NAME, REST_NAME = "head_mesh.pc2", "head_mesh.npz"
@@ -103,6 +104,7 @@ def set_head_scale(anchor, head: HeadMesh, real_scale: bool) -> float:
     """Scale the anchor: 1 (head units) or metres per head unit (face ~0.15 m wide) -> the scale."""
     m = float(head.meta["metres_per_unit"]) if real_scale else 1.0
     anchor.scale = (m, m, m)
+    anchor[METRES_KEY] = float(head.meta["metres_per_unit"])  # what real scale would be, for the panel
     if anchor.parent is None:  # matrix_world follows only at the next depsgraph update; the solve reads it
         anchor.matrix_world = anchor.matrix_basis.copy()
     return m
@@ -388,6 +390,17 @@ class PORTRAIT_RELIGHT_OT_track(bpy.types.Operator):
         return operators.modal_step(context, event)
 
 
+def head_size_text(anchor) -> str:
+    """What one anchor unit is: head units (eye centres 0.2 apart) or metres (real scale)."""
+    if anchor is None:
+        return "No head anchor yet"
+    scale = float(anchor.scale[0])
+    real = float(anchor.get(METRES_KEY, 0.0))
+    if real and abs(scale - real) < 1e-6:
+        return f"Real scale: 1 head unit = {scale:.3f} m, face about 0.15 m wide"
+    return f"Head units (eye centres 0.2 apart), anchor scale {scale:g}"
+
+
 def draw_scene3d(layout, context) -> None:
     """The 3D Scene panel: Track (solve, real scale) and the compositing set-ups."""
     s3 = getattr(context.scene, "portrait_relight_3d", None)
@@ -395,6 +408,7 @@ def draw_scene3d(layout, context) -> None:
         return
     layout.prop(s3, "solve", expand=True)
     layout.prop(s3, "real_scale")
+    layout.label(text=head_size_text(context.scene.portrait_relight.anchor), icon="EMPTY_ARROWS")
     op = layout.operator("portrait_relight.track", icon="TRACKING")
     op.solve, op.real_scale = s3.solve, s3.real_scale
     for idname, icon in EXTRA_BUTTONS:

@@ -18,8 +18,8 @@ Vertices (`HeadTopology`):
 
 The ellipsoid's width (and depth) and the height of its upper half are fitted once per clip to the
 person matte (`fit_shell`): the silhouette of face + shell through the solved camera against the matte
-above the eyes on a few frames (largest intersection over union on a grid of scales). Hair therefore
-belongs to the shell, which is what a holdout of the person needs.
+above the eyes on a few frames (largest intersection over union, a coordinate search over a grid of
+scales). Hair therefore belongs to the shell, which is what a holdout of the person needs.
 
 Axes and units: the rest mesh and the cache are in the Blender head anchor's local axes
 (`camera.head_to_blender_local`: bx = x, by = -z, bz = y) in head units (eye centres 0.2 apart); the

@@ -429,10 +429,9 @@ class Look:
         # key lights: their cast shadows darken the target shading, their specular comes on top
         spec, shadow = self._key_lights(k, state, view, shading) if shading is not None else (None, None)
         shading = state.shading_in if shading is None else upsample(shading, h, w)
-        layers, info = self._compose(state, view, albedo, shading, spec, output_sh)
+        layers, info, maps = self._compose(state, view, albedo, shading, spec, output_sh)
         if any(p in self.want for p in passes.DATA_PASSES):
-            layers.update(self._data_passes(state, view, spec, shadow, layers.pop("_maps")))
-        layers.pop("_maps", None)
+            layers.update(self._data_passes(state, view, shadow, maps))
         timings["render"] += time.perf_counter() - t
         return layers, info
 
@@ -459,9 +458,10 @@ class Look:
         return spec, shadow
 
     def _compose(self, state: FrameState, view: tuple | None, albedo: np.ndarray, shading: np.ndarray,
-                 spec: np.ndarray | None, output_sh: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+                 spec: np.ndarray | None, output_sh: np.ndarray) -> tuple[dict[str, np.ndarray], dict, dict]:
         """Relight (albedo x shading (H, W, 3), plus the key lights' specular (h, w, 3) on the shading grid
-        where given), change the view, composite -> (the frame's layers, info)."""
+        where given), change the view, composite -> (the frame's layers, info, what the data passes
+        need in the output view: the specular (H, W, 3), alpha, depth, normals and the view's remap)."""
         from relight_core import render
         from relight_core.intrinsic import rgb3
 
@@ -517,15 +517,16 @@ class Look:
             layers["normal"] = render.encode_normals(out_normals, out_alpha)
         if "depth" in want:
             layers["depth"] = (out_depth * inside).astype(np.float32)
-        # what the data passes need, in the output view (popped by `render`)
-        layers["_maps"] = {"spec": spec, "alpha": out_alpha, "depth": out_depth * inside,
-                           "normals": out_normals, "remap": None if view is None else (mx, my, cover)}
-        return layers, info
+        # what the data passes need, in the output view
+        maps = {"spec": spec, "alpha": out_alpha, "depth": out_depth * inside, "normals": out_normals,
+                "remap": None if view is None else (mx, my, cover)}
+        return layers, info, maps
 
-    def _data_passes(self, state: FrameState, view: tuple | None, spec: np.ndarray | None,
-                     shadow: np.ndarray | None, maps: dict) -> dict[str, np.ndarray]:
+    def _data_passes(self, state: FrameState, view: tuple | None, shadow: np.ndarray | None, maps: dict
+                     ) -> dict[str, np.ndarray]:
         """The wanted data passes (`passes.DATA_PASSES`) of a composed frame, in the output view:
-        specular (H, W, 3), shadow, matte (H, W), N, P, Pref (H, W, 3), id (H, W, 5) (module `passes`)."""
+        specular (H, W, 3), shadow, matte (H, W), N, P, Pref (H, W, 3), id (H, W, 5) (module `passes`).
+        shadow: the key-light shadow factor on the shading grid; maps: what `_compose` returned."""
         from relight_core import render
         from relight_core.intrinsic import rgb3
 
@@ -547,16 +548,16 @@ class Look:
             out["shadow"] = np.ones((h, w), np.float32) if shadow is None else to_view(upsample(shadow, h, w))
         if "matte" in want:
             out["matte"] = np.asarray(alpha, dtype=np.float32)
-        k = state.geo.K if view is None else view[1]
-        cam2head = np.linalg.inv(state.cam_from_head) if view is None else view[2]
-        p_cam = passes.positions(depth, k)
         if "N" in want:
             n = state.geo.normals if maps["normals"] is None else maps["normals"]
             out["N"] = np.where(inside[..., None], n, np.float32(0.0)).astype(np.float32)
-        if "P" in want:
-            out["P"] = p_cam
-        if "Pref" in want:
-            out["Pref"] = passes.head_positions(p_cam, cam2head, depth > 0)
+        if "P" in want or "Pref" in want:
+            p_cam = passes.positions(depth, state.geo.K if view is None else view[1])
+            cam2head = np.linalg.inv(state.cam_from_head) if view is None else view[2]
+            if "P" in want:
+                out["P"] = p_cam
+            if "Pref" in want:
+                out["Pref"] = passes.head_positions(p_cam, cam2head, depth > 0)
         if "id" in want:
             labels = to_view(state.geo.labels.astype(np.float32), nearest=True).round().astype(np.int64)
             ids = passes.id_mattes(labels, alpha)

@@ -300,6 +300,7 @@ def test_head_solve_at_real_scale(tracked):
     anchor = sc.portrait_relight.anchor
     assert sc.camera.name == "Source Camera" and anchor.animation_data is not None
     assert 0.2 < anchor.scale[0] < 0.5
+    assert scene3d.head_size_text(anchor).startswith("Real scale: 1 head unit = 0.3")
     errs = reprojection_px(sc, folder)
     assert np.median(errs, axis=1).max() <= 1.5 and errs.max() <= 1.5, errs.max()
     sc.frame_set(START + FIRST_SOURCE)
@@ -349,3 +350,20 @@ def test_track_cancel_builds_nothing(tracked, tmp_path):
     assert run.result is None and "cancelled" in s.last_result and not s.is_running
     assert bpy.data.objects["Tracked Head"].data == mesh_before
     assert not (tmp_path / "talk" / "head_mesh.pc2").exists()
+
+
+def test_scene3d_panel_draws_registered_props_and_operators(tracked):
+    from types import SimpleNamespace
+
+    from portrait_relight import scene3d
+    from test_addon_blender import _CheckingLayout
+
+    class Layout(_CheckingLayout):
+        def operator(self, idname, **kw):
+            super().operator(idname, **kw)
+            return SimpleNamespace()  # the panel sets the operator's properties on it
+
+    seen: list = []
+    scene3d.draw_scene3d(Layout(seen), bpy.context)
+    assert {"solve", "real_scale", "portrait_relight.track", "portrait_relight.setup_cg_composite",
+            "portrait_relight.setup_pass_compositor"} <= set(seen)

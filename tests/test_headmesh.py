@@ -123,7 +123,7 @@ def test_head_mesh_command(astro_analysis, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_worker_track_task_writes_the_head_and_the_analysis(astro_analysis, tmp_path):
+def test_worker_track_task_writes_the_head_and_an_analysis_a_relight_reuses(astro_analysis, tmp_path):
     _analysis, _folder, img = astro_analysis
 
     def run() -> list[dict]:
@@ -142,6 +142,11 @@ def test_worker_track_task_writes_the_head_and_the_analysis(astro_analysis, tmp_
     assert Path(done["head_mesh"]).is_file() and Path(done["cache"]).is_file()
     assert (tmp_path / ".relight" / "analysis.npz").is_file() and not list(tmp_path.glob("rgba"))
     assert done["analysis_cached"] is False
+    # a relight of the same strip (the add-on's output folder) reuses what Track analysed
+    from relight_core import pipeline
+
+    report = pipeline.run(pipeline.RelightJob(input=str(img), output=str(tmp_path), size=256, device="cpu"))
+    assert report["analysis"]["cached"] is True
 
 
 def test_worker_rejects_an_unknown_task(tmp_path):

@@ -41,6 +41,24 @@ def relit(tmp_path_factory, astronaut):
     return read_channels(exr), analysis, exr, img
 
 
+@pytest.fixture(scope="module")
+def relit_view(relit, tmp_path_factory):
+    """The same relight seen from a novel view (orbit yaw 15 degrees) -> (channels, report view)."""
+    import json
+
+    from relight_core import pipeline
+
+    _ch, _analysis, _exr, img = relit
+    out = tmp_path_factory.mktemp("passes_view") / "out"
+    sh = np.zeros((9, 3))
+    sh[0] = 0.6
+    pipeline.run(pipeline.RelightJob(input=str(img), output=str(out), format="exr", size=256, device="cpu",
+                                     lighting={"sh": sh.tolist(), "key_lights": [KEY]},
+                                     camera={"yaw": 15.0, "pitch": 0.0, "roll": 0.0}))
+    report = json.loads((out / ".relight" / "report.json").read_text())
+    return read_channels(next((out / "exr").glob("*.exr"))), report["frames"][0]["view"]
+
+
 def _vec(ch: dict, name: str) -> np.ndarray:
     return np.stack([ch[f"{name}.{c}"] for c in "XYZ"], axis=-1)
 
@@ -65,6 +83,32 @@ def test_position_projects_back_and_sits_on_the_face(relit):
     for i in (1, 152, 33, 263):
         x, y = (int(v) for v in lm[i, :2])
         assert np.linalg.norm(pref[y, x] - head[i]) < 0.03, i
+
+
+def test_novel_view_positions_stick_to_the_head(relit, relit_view):
+    """From a novel view: P still projects back onto its pixel (the view's camera), and Pref at the pixels
+    where the nose tip, chin and eye corners now appear is where the source view put them in head space."""
+    _ch, analysis, _exr, _img = relit
+    ch, view = relit_view
+    h, w = ch["R"].shape
+    k = analysis.K_at(h, w)
+    p = _vec(ch, "P")
+    has = p[..., 2] < 0
+    ys, xs = np.nonzero(has)
+    err = np.linalg.norm(cam.project(p[has], k) - np.stack([xs + 0.5, ys + 0.5], axis=-1), axis=1)
+    assert err.max() < 0.5
+    from relight_core.face_model import lift_landmarks
+
+    lm = analysis.landmarks_at(0, h, w)
+    pose = analysis.cam_from_head[0]
+    head = cam.transform_points(np.linalg.inv(pose), lift_landmarks(lm, pose, k, analysis.face_shape))
+    seen = cam.project(cam.transform_points(np.linalg.inv(np.array(view["cam2head"])), head), k)
+    pref = _vec(ch, "Pref")
+    for i in (1, 152, 33, 263):
+        x, y = (int(v) for v in seen[i])
+        assert np.linalg.norm(pref[y, x] - head[i]) < 0.03, i
+    ids = np.stack([ch[f"id_{r}.Y"] for r in passes.ID_REGIONS], axis=-1)
+    assert ((ids > 0).sum(axis=-1) <= 1).all() and np.abs(ids.sum(axis=-1) - ch["matte.Y"]).max() < 1e-6
 
 
 def test_id_mattes_are_disjoint_and_cover_the_person(relit):
