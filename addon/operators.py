@@ -14,10 +14,11 @@ import os
 import time
 
 import bpy
-from bpy.props import BoolProperty, StringProperty
+from bpy.app.handlers import persistent
+from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import camera_sync, handlers, request, sequencer
-from .properties import engine_python, get_prefs
+from . import camera_sync, handlers, request, sequencer, takes
+from .properties import clear_run_state, engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
 # The one run in progress: {"run": RelightRun, "timer": modal timer, "wm": its window manager}
@@ -36,7 +37,7 @@ def finish_strip(scene, seq_scene, strip, src, req: dict, job: WorkerJob) -> tup
     """Add the result strip for a finished (done or cancelled) job; returns (report level, message)."""
     st = job.state
     settings = scene.portrait_relight
-    settings.last_output = req["output"]
+    settings.last_output = sequencer.blend_path(req["output"])
     if st.finished == "error":
         settings.last_result = f"{strip.name}: error: {st.error}"
         return "ERROR", f"Portrait Relight, strip '{strip.name}': {st.error}"
@@ -45,13 +46,18 @@ def finish_strip(scene, seq_scene, strip, src, req: dict, job: WorkerJob) -> tup
         msg = f"{strip.name}: {st.finished}, no frames finished"
         settings.last_result = msg
         return "WARNING", msg
-    new = sequencer.add_result_strip(seq_scene, strip, files,
-                                     length=src.length if src.frames is None else None)
+    n_expected = request.output_frames(req, src)
+    take = takes.take_number(req["output"]) or 0
+    new = sequencer.add_result_strip(seq_scene, strip, files, length=src.length if n_expected == 1 else None,
+                                     take=take, folder=os.path.dirname(os.path.normpath(req["output"])))
     if req.get("format") == "exr":
         request.load_exr_for_compositor(f"{strip.name} relit", files[0])
-    n_expected = src.length if src.frames is not None else 1
     word = "relit" if st.finished == "done" and len(files) == n_expected else f"{st.finished}, partial"
-    msg = f"{strip.name}: {word} {len(files)}/{n_expected} frames -> '{new.name}' (channel {new.channel})"
+    msg = (f"{strip.name}: {word} {len(files)}/{n_expected} frames, take {take} -> '{new.name}' "
+           f"(channel {new.channel})")
+    if not bpy.data.filepath:
+        msg += f"; the .blend is not saved: frames are in {req['output']}; save the file first to keep them "\
+               "next to it"
     if st.warnings:
         msg += f"; {len(st.warnings)} warning(s), first: {st.warnings[0]}"
     settings.last_result = msg
@@ -117,10 +123,10 @@ class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
             return {"CANCELLED"}
         try:
             src = sequencer.strip_source(strip)
-            path = os.path.join(request.strip_output(context, strip), ".relight", "analysis.npz")
-            if not os.path.isfile(path):
-                raise ValueError(f"No head track at {path}; relight strip '{strip.name}' once first.")
-            track = camera_sync.load_track(path)
+            folder = takes.latest_analysis_folder(request.strip_output(context, strip))
+            if folder is None:
+                raise ValueError(f"Strip '{strip.name}' has no head track yet; relight it once first.")
+            track = camera_sync.load_track(takes.analysis_file(folder))
             cam = camera_sync.follow_tracked_head(scene, s.anchor, track, (src.frames or (0, 1))[0],
                                                   src.timeline_start)
         except ValueError as exc:
@@ -217,8 +223,9 @@ class RelightRun:
                 continue
             try:
                 self.req, self.src = request.build_request(context, strip, self.seq_scene)
+                takes.prepare_take(self.req)
                 self.job = WorkerJob(request.engine(), self.req)
-            except (ValueError, RuntimeError) as exc:
+            except (ValueError, RuntimeError, OSError) as exc:
                 self.errors += 1
                 self.scene.portrait_relight.last_result = str(exc)
                 self.report("ERROR", str(exc))
@@ -268,13 +275,17 @@ class RelightRun:
         return self.start_next(context)
 
     def close(self) -> None:
-        """Stop any worker still running and clear the panel state."""
+        """Stop any worker still running and clear the panel state; one undo step for the added strips."""
         if self.job is not None and self.job.running:
             self.job.kill()
         sc = self.scene
         if sc is not None:
             sc.portrait_relight.is_running = False
             sc.portrait_relight.status = ""
+            sc.portrait_relight.progress = 0.0
+        if self.finished and bpy.ops.ed.undo_push.poll():
+            names = ", ".join(f"'{n}'" for n in self.finished)
+            bpy.ops.ed.undo_push(message=f"Relight {names}")
 
 
 def can_run_modal(context) -> bool:
@@ -292,7 +303,16 @@ class _RelightBase:
 
     @classmethod
     def poll(cls, context):
-        return not _RUN and hasattr(context.scene, "portrait_relight")
+        if _RUN:
+            cls.poll_message_set("A relight is running; cancel it or wait for it to finish")
+            return False
+        if not hasattr(context.scene, "portrait_relight"):
+            return False
+        if not cls._strips(cls, context):
+            cls.poll_message_set("Select a movie or image strip in the sequencer (relight results are not "
+                                 "sources)")
+            return False
+        return True
 
     def _strips(self, context) -> list:
         seq_scene = sequencer.sequencer_scene(context)
@@ -326,6 +346,10 @@ class _RelightBase:
 
     def modal(self, context, event):
         return modal_step(context, event)
+
+    def cancel(self, context) -> None:
+        """Blender ends the modal operator (File > New / Open, window closed): stop the run cleanly."""
+        abort_run()
 
 
 def _reporter(op):
@@ -385,6 +409,38 @@ def modal_step(context, event) -> set:
     return {"RUNNING_MODAL"} if running else end_modal(context)
 
 
+def abort_run() -> None:
+    """Stop a run in progress at once (worker killed, timer removed, run state cleared); no strip is added.
+    Used when the file it belongs to goes away and by `unregister`."""
+    run: RelightRun | None = _RUN.get("run")
+    if run is not None:
+        run.finished = []
+        try:
+            run.close()
+        except ReferenceError:  # its scene is already freed
+            if run.job is not None and run.job.running:
+                run.job.kill()
+    timer, wm = _RUN.get("timer"), _RUN.get("wm")
+    if timer is not None and wm is not None:
+        try:
+            wm.event_timer_remove(timer)
+            wm.progress_end()
+        except (ReferenceError, RuntimeError):
+            pass
+    _RUN.clear()
+    clear_run_state()
+
+
+@persistent
+def _on_load_pre(*_args) -> None:
+    abort_run()
+
+
+@persistent
+def _on_load_post(*_args) -> None:
+    clear_run_state()
+
+
 def end_modal(context) -> set:
     """Close the run: stop a worker still alive, remove the timer, clear progress and status."""
     run: RelightRun | None = _RUN.get("run")
@@ -433,7 +489,91 @@ class PORTRAIT_RELIGHT_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _open_folder(path: str) -> None:
+    """Show a folder in the system's file browser."""
+    bpy.ops.wm.path_open(filepath=path)
+
+
+def result_for(context):
+    """(result strip, its source strip or None) for the active strip: the active result strip itself, or
+    the result of the active source strip; (None, None) when there is none."""
+    seq_scene = sequencer.sequencer_scene(context)
+    act = sequencer.active_any(seq_scene)
+    if act is None:
+        return None, None
+    if sequencer.is_result(act):
+        return act, sequencer.strips_of(seq_scene).get(act.get(sequencer.SOURCE_KEY, ""))
+    return sequencer.result_of(seq_scene, act), act
+
+
+def take_files(result, take: int) -> tuple[list[str], str]:
+    """(frame files in order, take folder) of take `take` of a result strip (ValueError when missing)."""
+    strip_dir = bpy.path.abspath(result.get(sequencer.FOLDER_KEY, ""))
+    folder = takes.take_folder(strip_dir, take)
+    found = takes.frame_files(folder, takes.take_format(folder))
+    if not found:
+        raise ValueError(f"Take {take} of '{result.name}' has no frames in {folder}.")
+    first = min(found)
+    files = []
+    while first + len(files) in found:
+        files.append(found[first + len(files)])
+    return files, folder
+
+
+class PORTRAIT_RELIGHT_OT_switch_take(bpy.types.Operator):
+    """Show another take of the active relit strip (its placement, blending and modifiers stay)"""
+
+    bl_idname = "portrait_relight.switch_take"
+    bl_label = "Switch Take"
+    bl_options = {"REGISTER", "UNDO"}
+
+    take: IntProperty(name="Take", min=1, default=1, description="Take number to show (take_NNN folder)")
+
+    @classmethod
+    def poll(cls, context):
+        if result_for(context)[0] is None:
+            cls.poll_message_set("Select a relit strip (or its source) that has takes")
+            return False
+        return True
+
+    def execute(self, context):
+        result, source = result_for(context)
+        try:
+            files, _folder = take_files(result, self.take)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        still = len(files) == 1 and source is not None
+        length = int(source.frame_final_duration) if still else len(files)
+        sequencer.add_result_strip(sequencer.sequencer_scene(context), source or result, files,
+                                   length=length, take=self.take,
+                                   folder=bpy.path.abspath(result.get(sequencer.FOLDER_KEY, "")))
+        self.report({"INFO"}, f"'{result.name}' shows take {self.take}")
+        return {"FINISHED"}
+
+
+class PORTRAIT_RELIGHT_OT_open_output(bpy.types.Operator):
+    """Open the folder of the shown take of the active relit strip (or the last relight's folder)"""
+
+    bl_idname = "portrait_relight.open_output"
+    bl_label = "Open Output Folder"
+
+    def execute(self, context):
+        result, _source = result_for(context)
+        if result is not None and result.get(sequencer.FOLDER_KEY):
+            path = takes.take_folder(bpy.path.abspath(result[sequencer.FOLDER_KEY]),
+                                     int(result.get(sequencer.TAKE_KEY, 1)))
+        else:
+            path = bpy.path.abspath(context.scene.portrait_relight.last_output)
+        if not path or not os.path.isdir(path):
+            self.report({"ERROR"}, "Nothing was relit here yet; relight a strip first.")
+            return {"CANCELLED"}
+        _open_folder(os.path.normpath(path))
+        return {"FINISHED"}
+
+
 CLASSES = (
+    PORTRAIT_RELIGHT_OT_switch_take, PORTRAIT_RELIGHT_OT_open_output,
     PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig, PORTRAIT_RELIGHT_OT_follow_head,
     PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request, PORTRAIT_RELIGHT_OT_relight,
     PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel,
@@ -446,22 +586,27 @@ def running_job() -> WorkerJob | None:
     return run.job if run is not None else None
 
 
+_LOAD_HANDLERS = ((bpy.app.handlers.load_pre, _on_load_pre), (bpy.app.handlers.load_post, _on_load_post))
+
+
+def _remove_handler(lst, fn) -> None:
+    for h in list(lst):
+        name = (getattr(h, "__module__", ""), getattr(h, "__name__", ""))
+        if h is fn or name == (fn.__module__, fn.__name__):
+            lst.remove(h)
+
+
 def register() -> None:
     for cls in CLASSES:
         bpy.utils.register_class(cls)
+    for lst, fn in _LOAD_HANDLERS:
+        _remove_handler(lst, fn)
+        lst.append(fn)
 
 
 def unregister() -> None:
-    run = _RUN.get("run")
-    if run is not None:
-        run.close()
-    timer, wm = _RUN.get("timer"), _RUN.get("wm")
-    if timer is not None and wm is not None:
-        try:
-            wm.event_timer_remove(timer)
-            wm.progress_end()
-        except (ReferenceError, RuntimeError):
-            pass
-    _RUN.clear()
+    abort_run()
+    for lst, fn in _LOAD_HANDLERS:
+        _remove_handler(lst, fn)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

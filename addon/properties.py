@@ -39,6 +39,30 @@ def _is_camera(_self, obj) -> bool:
     return obj.type == "CAMERA"
 
 
+# Run state lives here, not in the .blend: a file saved mid-run must reopen idle (scene name -> values).
+_TRANSIENT: dict[str, dict] = {}
+
+
+def _transient(key: str, default):
+    """get/set functions of a run-state property: RNA properties with Python get/set are never saved."""
+
+    def get(self):
+        return _TRANSIENT.get(self.id_data.name, {}).get(key, default)
+
+    def set_(self, value) -> None:
+        _TRANSIENT.setdefault(self.id_data.name, {})[key] = value
+
+    return {"get": get, "set": set_}
+
+
+def clear_run_state() -> None:
+    """Forget every scene's running flag, progress and status (a file was loaded, or the run ended)."""
+    _TRANSIENT.clear()
+
+
+_REL = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+
 def _refresh_preview(_self, context) -> None:
     from . import handlers
 
@@ -72,9 +96,9 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                ("REFERENCE", "Reference Image", "Match the lighting of a reference photo of a face"),
                ("FILE", "Light File", "A light file (.txt DPR coefficients, .npy or .json)")])
     preset: EnumProperty(name="Preset", items=_preset_items, update=_refresh_preview)
-    reference_image: StringProperty(name="Reference", subtype="FILE_PATH",
+    reference_image: StringProperty(name="Reference", subtype="FILE_PATH", options=_REL,
                                     description="Photo of a face whose lighting to copy")
-    light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview,
+    light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview, options=_REL,
                                description="SH light file (.txt, .npy or .json)")
     light_space: EnumProperty(
         name="Light Space", default="world",
@@ -98,8 +122,9 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         name="Format", default="png",
         items=[("png", "PNG", "8-bit sRGB PNG per pass and frame"),
                ("exr", "OpenEXR Multilayer", "One linear EXR per frame with all passes as layers")])
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/",
-                               description="Folder for the relit frames (a sub-folder per strip)")
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/", options=_REL,
+                               description="Folder for the relit frames: <folder>/<scene>/<strip>/take_NNN/. "
+                                           "'//' is the .blend's folder (unsaved files: the Cache Folder)")
     size: IntProperty(name="Size", default=0, min=0, soft_max=4096,
                       description="Longer side of the output in pixels; 0 keeps the footage size")
     background: EnumProperty(
@@ -120,13 +145,16 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                ("shading", "Shading", "The target shading"),
                ("normal", "Normal", "Surface normals as colour")])
 
-    # state (not user settings)
-    is_running: BoolProperty(name="Running", default=False, options={"SKIP_SAVE"})
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
-                            options={"SKIP_SAVE"})
-    status: StringProperty(name="Status", default="", options={"SKIP_SAVE"})
-    last_result: StringProperty(name="Last Result", default="")
-    last_output: StringProperty(name="Last Output", default="", subtype="DIR_PATH")
+    # state (not user settings); the run state is never saved (see _TRANSIENT)
+    is_running: BoolProperty(name="Running", description="A relight of this scene is running",
+                             **_transient("is_running", False))
+    progress: FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR",
+                            description="Progress of the running relight", **_transient("progress", 0.0))
+    status: StringProperty(name="Status", description="What the running relight is doing, or a lighting "
+                                                      "problem", **_transient("status", ""))
+    last_result: StringProperty(name="Last Result", default="", description="Outcome of the last relight")
+    last_output: StringProperty(name="Last Output", default="", subtype="DIR_PATH", options=_REL,
+                                description="Take folder of the last relight")
     sh: FloatVectorProperty(name="SH", size=27, default=(0.0,) * 27,
                             description="Irradiance SH (9 x RGB, DPR order) of the last request, first frame")
     sh_frames: IntProperty(name="SH Frames", default=0, description="Frames of SH in the last request")

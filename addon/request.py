@@ -3,22 +3,16 @@ worker's results back into a strip."""
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 
 import bpy
 import numpy as np
 
-from . import camera_sync, scene_lighting, sequencer
+from . import camera_sync, scene_lighting, sequencer, takes
 from .properties import engine_python, get_prefs, output_root
 from .worker_client import JobState
 
 PROTOCOL_VERSION = 1
-
-
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "strip"
 
 
 def _animated(idblocks) -> bool:
@@ -99,8 +93,10 @@ def light_space(settings) -> str:
 
 
 def strip_output(context, strip) -> str:
-    """The output folder of a strip: <output root>/<strip name, made safe for file names>."""
-    return os.path.join(output_root(context.scene.portrait_relight, context), _safe_name(strip.name))
+    """The folder of a strip's takes: <output root>/<scene>/<strip> (names made safe and collision-free;
+    the scene is the one whose lights and settings are used)."""
+    return takes.strip_folder(output_root(context.scene.portrait_relight, context), context.scene.name,
+                              strip.name)
 
 
 def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.StripSource]:
@@ -111,12 +107,11 @@ def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.Strip
     settings = scene.portrait_relight
     src = sequencer.strip_source(strip)
     frames = list(range(src.timeline_start, src.timeline_start + src.length))
-    out = strip_output(context, strip)
     req = {
         "version": PROTOCOL_VERSION,
         "input": src.input,
         "frames": list(src.frames) if src.frames is not None else None,
-        "output": out,
+        "output": "",
         "format": settings.output_format,
         "passes": settings.passes(),
         "size": int(settings.size) or None,
@@ -127,6 +122,8 @@ def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.Strip
         "lighting": lighting_spec(context, scene, settings, frames),
         "camera": camera_spec(scene, settings, frames),
     }
+    folder = strip_output(context, strip)
+    req["output"] = takes.take_folder(folder, takes.choose_take(folder, req))
     return req, src
 
 
@@ -139,7 +136,15 @@ def engine() -> str:
     return py
 
 
-_INDEX = re.compile(r"_(\d{6})\.[A-Za-z]+$")
+def output_frames(request: dict, src: sequencer.StripSource) -> int:
+    """How many frames a request makes: the strip's frames, or for a still the number of camera poses or
+    light frames (a still with an orbit comes back as the whole orbit, as the engine renders it)."""
+    if src.frames is not None:
+        return src.frames[1] - src.frames[0]
+    cam = request.get("camera") or {}
+    sh = (request.get("lighting") or {}).get("sh")
+    n_light = len(sh) if sh is not None and np.ndim(sh) == 3 else 1
+    return max(1, len(cam.get("cam2head") or ()), n_light)
 
 
 def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> list[str]:
@@ -153,14 +158,11 @@ def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> 
             (p for p in files.values() if p.lower().endswith(".exr")), None))
         if path and os.path.isfile(path):
             found[idx] = path
-    sub = "rgba" if fmt == "png" else "exr"
-    for path in glob.glob(os.path.join(request["output"], sub, f"*.{fmt}")):
-        m = _INDEX.search(os.path.basename(path))
-        if m and int(m.group(1)) not in found:
-            found[int(m.group(1))] = path
-    first, last = src.frames if src.frames is not None else (0, 1)
+    for idx, path in takes.frame_files(request["output"], fmt).items():
+        found.setdefault(idx, path)
+    first = src.frames[0] if src.frames is not None else 0
     files = []
-    for i in range(first, last):
+    for i in range(first, first + output_frames(request, src)):
         if i not in found:
             break
         files.append(found[i])
@@ -170,8 +172,10 @@ def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> 
 def load_exr_for_compositor(name: str, first_file: str):
     """Load a multilayer EXR sequence as an image (its layers show in the compositor's Image node)."""
     img = bpy.data.images.get(name)
-    if img is None or bpy.path.abspath(img.filepath) != first_file:
+    if img is None or os.path.normpath(bpy.path.abspath(img.filepath)) != os.path.normpath(first_file):
         img = bpy.data.images.load(first_file, check_existing=True)
         img.name = name
+    img.filepath = sequencer.blend_path(first_file)
     img.source = "SEQUENCE"
+    img.use_fake_user = True  # kept in the saved .blend even before a compositor node uses it
     return img

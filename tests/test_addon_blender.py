@@ -556,7 +556,10 @@ def test_follow_tracked_head(scene, tmp_path):
     strip = add_image_strip(scene, files, start=4)
     s = scene.portrait_relight
     s.output_dir = str(tmp_path / "out")
-    out = tmp_path / "out" / "clip" / ".relight"  # the engine's own files (relight_core.layout)
+    from portrait_relight import request
+
+    # the engine's own files of take 1: <out>/<scene>/<strip>/take_001/.relight (relight_core.layout)
+    out = Path(request.strip_output(bpy.context, strip)) / "take_001" / ".relight"
     out.mkdir(parents=True)
     meta = json.dumps({"version": 1, "fov_deg": 14.0})
     np.savez_compressed(out / "analysis.npz", meta=np.array(meta), frame_indices=np.arange(n),
