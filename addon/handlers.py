@@ -68,6 +68,17 @@ def refresh_preview(scene, force: bool = False) -> bool:
         _busy["on"] = False
 
 
+@contextlib.contextmanager
+def muted():
+    """The preview handlers do nothing inside this block (the add-on steps through frames itself)."""
+    prev = _busy["on"]
+    _busy["on"] = True
+    try:
+        yield
+    finally:
+        _busy["on"] = prev
+
+
 def scene_lighting_error(scene, exc: Exception) -> None:
     """Show a lighting problem in the panel status instead of raising from a handler."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import bpy
@@ -21,6 +22,8 @@ from . import camera_sync, handlers, request, sequencer, takes
 from .properties import clear_run_state, engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
+# Requests with up to this many frames of scene lights get their SH at once; longer ones on a thread
+INLINE_FRAMES = 48
 # The one run in progress: {"run": RelightRun, "timer": modal timer, "wm": its window manager}
 _RUN: dict = {}
 
@@ -194,6 +197,8 @@ class RelightRun:
         self.queue = list(strip_names)
         self.report = report
         self.job: WorkerJob | None = None
+        self.pending: request.PendingRequest | None = None
+        self.thread: threading.Thread | None = None
         self.strip_name = ""
         self.req: dict = {}
         self.src = None
@@ -214,7 +219,7 @@ class RelightRun:
         return strips.get(name) if strips is not None else None
 
     def start_next(self, context) -> bool:
-        """Start the next queued strip; False when none is left (or none could be started)."""
+        """Start preparing the next queued strip (its SH on a thread); False when none is left."""
         self.job = None
         while self.queue and not self.cancel_requested:
             name = self.queue.pop(0)
@@ -222,19 +227,43 @@ class RelightRun:
             if strip is None:
                 continue
             try:
-                self.req, self.src = request.build_request(context, strip, self.seq_scene)
-                takes.prepare_take(self.req)
-                self.job = WorkerJob(request.engine(), self.req)
-            except (ValueError, RuntimeError, OSError) as exc:
-                self.errors += 1
-                self.scene.portrait_relight.last_result = str(exc)
-                self.report("ERROR", str(exc))
+                self.pending = request.PendingRequest(context, strip, self.seq_scene)
+            except ValueError as exc:
+                self._failed(str(exc))
                 continue
             self.strip_name = name
+            if len({id(x) for x in self.pending.snaps or ()}) <= INLINE_FRAMES:  # cheap: start the worker now
+                if not self._start_job(context):
+                    continue
+            else:
+                self.thread = threading.Thread(target=self.pending.compute, daemon=True)
+                self.thread.start()
             s = self.scene.portrait_relight
-            s.is_running, s.progress, s.status = True, 0.0, f"{name}: starting the engine..."
+            s.is_running, s.progress = True, 0.0
+            if self.job is None:
+                s.status = f"{name}: preparing the request..."
             return True
         return False
+
+    def _failed(self, msg: str) -> None:
+        self.errors += 1
+        self.scene.portrait_relight.last_result = msg
+        self.report("ERROR", msg)
+
+    def _start_job(self, context) -> bool:
+        """Finish the prepared request and start its worker (False when it could not be started)."""
+        pending, self.pending, self.thread = self.pending, None, None
+        if pending.snaps is not None and pending.req["lighting"] is None and pending.error is None:
+            pending.compute()
+        try:
+            self.req, self.src = pending.finish(context), pending.src
+            takes.prepare_take(self.req)
+            self.job = WorkerJob(request.engine(), self.req)
+        except (ValueError, RuntimeError, OSError) as exc:
+            self._failed(str(exc))
+            return False
+        self.scene.portrait_relight.status = f"{self.strip_name}: starting the engine..."
+        return True
 
     def cancel(self) -> None:
         """Stop after the current frame; queued strips are dropped."""
@@ -245,6 +274,12 @@ class RelightRun:
 
     def tick(self, context) -> bool:
         """Poll the worker, update progress, collect a finished strip, start the next; False when done."""
+        if self.pending is not None:
+            if self.thread is not None and self.thread.is_alive():
+                return True
+            if self.cancel_requested or not self._start_job(context):
+                self.pending = None
+                return self.start_next(context)
         job = self.job
         if job is None:
             return False

@@ -543,3 +543,68 @@ def test_unsaved_file_says_where_its_frames_go(studio, tmp_path):
     assert relight() == {"FINISHED"}
     msg = sc.portrait_relight.last_result
     assert "not saved" in msg and str(tmp_path / "cache") in msg
+
+
+# ------------------------------------------------------------------------------ 10. no UI freeze
+
+
+def test_preparing_a_1000_frame_request_keeps_the_main_thread_free(studio, tmp_path, monkeypatch):
+    """A 1,000-frame strip with an orbiting camera, the anchor keyed on every frame (as Follow Tracked Head
+    does), an animated sun, an area and a point light: the main thread spends under a second (its own CPU
+    time, measured) from Relight until the worker runs; the preview handlers do not run while the frames
+    are stepped through; the request carries 1,000 per-frame lights and views."""
+    from portrait_relight import handlers, operators
+
+    sc = studio
+    n = 1000
+    files = write_png_frames(tmp_path / "photo", [pattern(32, 32)], stem="still")
+    strip = add_image_strip(sc, files, start=1, name="long")
+    strip.frame_final_duration = n
+    bpy.ops.portrait_relight.add_head_rig(proxy=False)
+    s = sc.portrait_relight
+    s.view = "SCENE"
+    pivot = bpy.data.objects.new("Pivot", None)
+    sc.collection.objects.link(pivot)
+    pivot.parent = s.anchor
+    s.camera.parent = pivot
+    for f, yaw in ((1, 0.0), (n, 0.5)):
+        pivot.rotation_euler = (0.0, 0.0, yaw)
+        pivot.keyframe_insert("rotation_euler", frame=f)
+    for f in range(1, n + 1):
+        s.anchor.location = (0.001 * f, 0.0, 0.0)
+        s.anchor.rotation_euler = (0.0, 0.0, 0.0004 * f)
+        s.anchor.keyframe_insert("location", frame=f)
+        s.anchor.keyframe_insert("rotation_euler", frame=f)
+    sun = sc.objects["Sun"]
+    for f, e in ((1, 1.0), (n, 4.0)):
+        sun.data.energy = e
+        sun.data.keyframe_insert("energy", frame=f)
+    for kind, loc in (("AREA", (1.0, -1.5, 1.0)), ("POINT", (-1.0, -1.0, 0.5))):
+        ob = bpy.data.objects.new(kind, bpy.data.lights.new(kind, kind))
+        ob.location = loc
+        sc.collection.objects.link(ob)
+    calls = []
+    real = handlers.current_sh
+    monkeypatch.setattr(handlers, "current_sh", lambda scene: calls.append(1) or real(scene))
+
+    main = 0.0
+    t = time.thread_time()
+    assert operators.start_modal(_Op(), bpy.context, [strip], add_handler=False) == {"RUNNING_MODAL"}
+    main += time.thread_time() - t
+    assert calls == []  # stepping through 1,000 frames did not run the preview handlers
+    end = time.monotonic() + 120
+    while operators.running_job() is None and operators._RUN and time.monotonic() < end:
+        time.sleep(0.02)
+        t = time.thread_time()
+        operators.modal_step(bpy.context, _Event("TIMER"))
+        main += time.thread_time() - t
+    req = operators.running_job().request
+    print(f"main thread {main:.3f} s for {n} frames")
+    assert main < 1.0
+    assert np.asarray(req["lighting"]["sh"]).shape == (n, 9, 3) and len(req["lighting"]["key_lights"]) == n
+    assert len(req["camera"]["cam2head"]) == n
+    ret = {"RUNNING_MODAL"}
+    while ret == {"RUNNING_MODAL"} and time.monotonic() < end:
+        time.sleep(0.05)
+        ret = operators.modal_step(bpy.context, _Event("TIMER"))
+    assert result_of(sc, "long").frame_final_duration == n
