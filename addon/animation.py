@@ -72,7 +72,7 @@ def sample(scene, frames: list[int], anchor=None, lights: bool = False, camera=N
         out["fov_deg"] = camera_sync.vertical_fov_deg(camera.data, scene.render)
     if (anim_l or anim_c) and len(frames) > 1:
         current = scene.frame_current, scene.frame_subframe
-        with handlers.muted():
+        with handlers.paused():
             try:
                 for f in frames:
                     scene.frame_set(f)

@@ -19,6 +19,7 @@ from ._core import core_module
 PREVIEW_IMAGE = "Portrait Relight Lit Sphere"
 PREVIEW_SIZE = 96
 PREVIEW_ALBEDO = 0.8
+PREVIEW_PEAK = 0.8  # the preview's brightest pixel: exposure-normalised, so the light's direction reads
 KEY_LIGHT_MAX_RADIUS = 0.25  # head units; softer point/spot lights are left to the SH alone
 ENV_MAX_WIDTH = 256  # environment maps are box-filtered down to this width before the SH fit
 
@@ -373,7 +374,9 @@ def lit_sphere(sh: np.ndarray, size: int = PREVIEW_SIZE, albedo: float = PREVIEW
 
 
 def update_preview_image(sh: np.ndarray | None) -> bpy.types.Image:
-    """Create or update the lit-sphere preview image (float, linear) from `sh`; None -> grey sphere."""
+    """Create or update the lit-sphere preview image (float, linear) from `sh`; None -> grey sphere. The
+    sphere is exposure-normalised (brightest pixel PREVIEW_PEAK), so it shows where the light comes from
+    and its colour whatever the strength (the strength is in the panel's numbers and the render)."""
     img = bpy.data.images.get(PREVIEW_IMAGE)
     if img is None or tuple(img.size) != (PREVIEW_SIZE, PREVIEW_SIZE):
         if img is not None:
@@ -383,6 +386,9 @@ def update_preview_image(sh: np.ndarray | None) -> bpy.types.Image:
         sh = np.zeros((9, 3))
         sh[0] = 0.5 * math.pi / float(core_module("sh").sh_basis(np.array([0.0, 0.0, 1.0]))[0])
     rgba = lit_sphere(np.asarray(sh))
+    peak = float(rgba[..., :3].max())
+    if peak > 0.0:
+        rgba[..., :3] *= PREVIEW_PEAK / peak
     img.pixels.foreach_set(rgba.ravel())
     img.update()
     preview = img.preview_ensure() if hasattr(img, "preview_ensure") else None

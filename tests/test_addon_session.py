@@ -608,3 +608,60 @@ def test_preparing_a_1000_frame_request_keeps_the_main_thread_free(studio, tmp_p
         time.sleep(0.05)
         ret = operators.modal_step(bpy.context, _Event("TIMER"))
     assert result_of(sc, "long").frame_final_duration == n
+
+
+# ------------------------------------------------------------------------------ 11. cheap handlers
+
+
+def _preview_pixels() -> np.ndarray:
+    img = bpy.data.images["Portrait Relight Lit Sphere"]
+    px = np.empty(img.size[0] * img.size[1] * 4, np.float32)
+    img.pixels.foreach_get(px)
+    return px.reshape(img.size[1], img.size[0], 4)
+
+
+def test_preview_handlers_react_only_to_what_the_preview_uses(studio, monkeypatch):
+    """Editing a mesh, the camera or playing frames of a static scene costs no SH evaluation; moving the
+    light, the anchor, the World or the exposure updates the preview; the preview is exposure-normalised
+    (four times the light: the same picture) and shows the side the light comes from."""
+    from portrait_relight import handlers
+
+    sc = studio
+    bpy.ops.portrait_relight.add_head_rig(proxy=False)
+    cube = bpy.data.objects.new("Prop", bpy.data.meshes.new("Prop"))
+    sc.collection.objects.link(cube)
+    bpy.context.view_layer.update()
+    calls = []
+    real = handlers.current_sh
+    monkeypatch.setattr(handlers, "current_sh", lambda scene: calls.append(1) or real(scene))
+
+    def after(change) -> int:
+        calls.clear()
+        change()
+        bpy.context.view_layer.update()
+        return len(calls)
+
+    assert after(lambda: setattr(cube, "location", (1.0, 2.0, 3.0))) == 0
+    assert after(lambda: setattr(sc.portrait_relight.camera, "location", (0.1, -2.7, 0.0))) == 0
+    assert after(lambda: [sc.frame_set(f) for f in range(2, 12)]) == 0
+    sun = sc.objects["Sun"]
+    assert after(lambda: setattr(sun, "rotation_euler", (1.2, 0.0, -0.6))) >= 1
+    assert after(lambda: setattr(sc.portrait_relight.anchor, "rotation_euler", (0.0, 0.0, 0.3))) >= 1
+    assert after(lambda: setattr(sc.view_settings, "exposure", 1.0)) >= 1
+    sun.data.energy = 1.0
+    sun.keyframe_insert("rotation_euler", frame=1)
+    sun.rotation_euler = (0.2, 0.0, 0.0)
+    sun.keyframe_insert("rotation_euler", frame=20)
+    assert after(lambda: sc.frame_set(10)) >= 1  # animated light: each played frame
+
+    # the light from image right (head +x = anchor +X): the right half of the sphere is brighter
+    sun.animation_data_clear()
+    sun.rotation_euler = (0.0, math.radians(90.0), 0.0)  # local -Z (emission) -> world -X: light from +X
+    bpy.context.view_layer.update()
+    a = _preview_pixels()
+    sun.data.energy = 4.0
+    bpy.context.view_layer.update()
+    b = _preview_pixels()
+    assert np.allclose(a, b, atol=1e-5) and a[..., :3].max() == pytest.approx(0.8, abs=1e-4)
+    w = a.shape[1]
+    assert a[:, w // 2:, :3].mean() > 2.0 * a[:, :w // 2, :3].mean()
