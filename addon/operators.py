@@ -18,7 +18,7 @@ import bpy
 from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import camera_sync, handlers, request, sequencer, takes
+from . import camera_sync, compositor, handlers, request, sequencer, takes
 from .properties import clear_run_state, engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
@@ -42,8 +42,9 @@ def finish_strip(scene, seq_scene, strip, src, req: dict, job: WorkerJob) -> tup
     settings = scene.portrait_relight
     settings.last_output = sequencer.blend_path(req["output"])
     if st.finished == "error":
-        settings.last_result = f"{strip.name}: error: {st.error}"
-        return "ERROR", f"Portrait Relight, strip '{strip.name}': {st.error}"
+        error = request.blender_words(st.error)
+        settings.last_result = f"{strip.name}: error: {error}"
+        return "ERROR", f"Portrait Relight, strip '{strip.name}': {error}"
     files = request.result_files(st, req, src)
     if not files:
         msg = f"{strip.name}: {st.finished}, no frames finished"
@@ -52,9 +53,10 @@ def finish_strip(scene, seq_scene, strip, src, req: dict, job: WorkerJob) -> tup
     n_expected = request.output_frames(req, src)
     take = takes.take_number(req["output"]) or 0
     new = sequencer.add_result_strip(seq_scene, strip, files, length=src.length if n_expected == 1 else None,
-                                     take=take, folder=os.path.dirname(os.path.normpath(req["output"])))
+                                     take=take, folder=os.path.dirname(os.path.normpath(req["output"])),
+                                     start=src.timeline_start)
     if req.get("format") == "exr":
-        request.load_exr_for_compositor(f"{strip.name} relit", files[0])
+        sync_compositor(scene, new)
     word = "relit" if st.finished == "done" and len(files) == n_expected else f"{st.finished}, partial"
     msg = (f"{strip.name}: {word} {len(files)}/{n_expected} frames, take {take} -> '{new.name}' "
            f"(channel {new.channel})")
@@ -62,9 +64,22 @@ def finish_strip(scene, seq_scene, strip, src, req: dict, job: WorkerJob) -> tup
         msg += f"; the .blend is not saved: frames are in {req['output']}; save the file first to keep them "\
                "next to it"
     if st.warnings:
-        msg += f"; {len(st.warnings)} warning(s), first: {st.warnings[0]}"
+        msg += f"; {len(st.warnings)} warning(s)"
     settings.last_result = msg
     return ("INFO" if word == "relit" else "WARNING"), msg
+
+
+def sync_compositor(scene, result, add: bool = False):
+    """Load a relit EXR strip's frames as an image; update (or with `add`, make) its compositor Image node
+    so that it plays in step with the strip. Returns the node (None when not added)."""
+    first = os.path.join(bpy.path.abspath(result.directory), result.elements[0].filename)
+    img = request.load_exr_for_compositor(result.name, first)
+    tree = compositor.compositor_tree(scene) if add else (
+        getattr(scene, "compositing_node_group", None) or getattr(scene, "node_tree", None))
+    if tree is None or (not add and tree.nodes.get(result.name) is None):
+        return None
+    return compositor.show_in_compositor(scene, result.name, img, first, int(result.frame_start),
+                                         len(result.elements))
 
 
 def _status(context, text: str | None) -> None:
@@ -109,8 +124,7 @@ class PORTRAIT_RELIGHT_OT_add_head_rig(bpy.types.Operator):
 
 
 class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
-    """Key the head anchor to the head tracked in the active strip (from the engine's cached analysis of a
-    previous run) and add the fixed Source Camera, so lights can be placed against the moving head"""
+    """Key the head anchor to the strip's tracked head (needs one relight first) and add a Source Camera"""
 
     bl_idname = "portrait_relight.follow_head"
     bl_label = "Follow Tracked Head"
@@ -152,13 +166,13 @@ class PORTRAIT_RELIGHT_OT_update_preview(bpy.types.Operator):
 
 
 class PORTRAIT_RELIGHT_OT_export_request(bpy.types.Operator):
-    """Write the engine request for the active strip to a JSON file (run it later with
-    `<engine python> -m relight_core worker < request.json`)"""
+    """Write the engine request of the active strip to a JSON file, to run later with the engine's worker"""
 
     bl_idname = "portrait_relight.export_request"
     bl_label = "Export Request"
 
-    filepath: StringProperty(name="File", subtype="FILE_PATH", default="//relight_request.json")
+    filepath: StringProperty(name="File", subtype="FILE_PATH", default="//relight_request.json",
+                             description="JSON file to write the request to")
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -198,6 +212,7 @@ class RelightRun:
         self.report = report
         self.job: WorkerJob | None = None
         self.pending: request.PendingRequest | None = None
+        self.frame_warnings: dict[str, list[int]] = {}
         self.thread: threading.Thread | None = None
         self.strip_name = ""
         self.req: dict = {}
@@ -246,6 +261,7 @@ class RelightRun:
         return False
 
     def _failed(self, msg: str) -> None:
+        msg = request.blender_words(msg)
         self.errors += 1
         self.scene.portrait_relight.last_result = msg
         self.report("ERROR", msg)
@@ -257,13 +273,29 @@ class RelightRun:
             pending.compute()
         try:
             self.req, self.src = pending.finish(context), pending.src
-            takes.prepare_take(self.req)
+            takes.prepare_take(self.req, timeline_start=self.src.timeline_start)
             self.job = WorkerJob(request.engine(), self.req)
         except (ValueError, RuntimeError, OSError) as exc:
             self._failed(str(exc))
             return False
         self.scene.portrait_relight.status = f"{self.strip_name}: starting the engine..."
         return True
+
+    def _warning(self, ev: dict) -> None:
+        """A frame's warning is collected (reported once per strip with its timeline frames); others now."""
+        msg = request.blender_words(str(ev.get("message", "")))
+        if ev.get("frame") is None or self.src is None:
+            self.report("WARNING", f"{self.strip_name}: {msg}")
+            return
+        first = self.src.frames[0] if self.src.frames is not None else 0
+        self.frame_warnings.setdefault(msg, []).append(self.src.timeline_start + int(ev["frame"]) - first)
+
+    def _report_frame_warnings(self) -> None:
+        for msg, frames in self.frame_warnings.items():
+            word = "frame" if len(set(frames)) == 1 else "frames"
+            self.report("WARNING", f"{self.strip_name}, {word} {request.frame_ranges(frames)}: "
+                                   f"{msg.replace(' on this frame', '')}")
+        self.frame_warnings = {}
 
     def cancel(self) -> None:
         """Stop after the current frame; queued strips are dropped."""
@@ -285,7 +317,7 @@ class RelightRun:
             return False
         for ev in job.poll():
             if ev.get("event") == "warning":
-                self.report("WARNING", f"{self.strip_name}: {ev.get('message')}")
+                self._warning(ev)
             elif ev.get("event") == "progress" and bpy.app.background:
                 print(f"  {self.strip_name} {ev.get('stage')}: {ev.get('done')}/{ev.get('total')}",
                       flush=True)
@@ -296,6 +328,7 @@ class RelightRun:
                     f"{self.strip_name}: {st.stage or 'starting'} {st.done}/{st.total or '?'}")
         if not job.finished:
             return True
+        self._report_frame_warnings()
         strip = self._strip(self.strip_name)
         if strip is not None:
             try:
@@ -426,12 +459,32 @@ def start_modal(op, context, strips: list, add_handler: bool = True) -> set:
     return {"RUNNING_MODAL"}
 
 
+def panel_regions(context) -> list:
+    """The open sidebars of Sequencer and 3D viewport areas, where the add-on's panels are."""
+    regions = []
+    for win in getattr(context.window_manager, "windows", []):
+        for area in win.screen.areas:
+            if area.type in {"SEQUENCE_EDITOR", "VIEW_3D"}:
+                regions += [r for r in area.regions if r.type == "UI" and r.width > 1 and r.height > 1]
+    return regions
+
+
+def pointer_over_panel(context, event) -> bool:
+    """Whether the mouse pointer of `event` is over one of the add-on's sidebars."""
+    x, y = getattr(event, "mouse_x", None), getattr(event, "mouse_y", None)
+    if x is None or y is None:
+        return False
+    return any(r.x <= x < r.x + r.width and r.y <= y < r.y + r.height for r in panel_regions(context))
+
+
 def modal_step(context, event) -> set:
     """One modal event: Esc cancels, a timer tick polls the worker and updates progress."""
     run: RelightRun | None = _RUN.get("run")
     if run is None:
         return end_modal(context)
     if event.type == "ESC" and event.value == "PRESS":
+        if not pointer_over_panel(context, event) or getattr(context.screen, "is_animation_playing", False):
+            return {"PASS_THROUGH"}  # Esc belongs to playback and the editor under the pointer
         run.cancel()
         return {"RUNNING_MODAL"}
     if event.type != "TIMER":
@@ -492,8 +545,7 @@ def end_modal(context) -> set:
 
 
 class PORTRAIT_RELIGHT_OT_relight(_RelightBase, bpy.types.Operator):
-    """Relight the active movie/image strip with the chosen lighting and view; the result is added as a new
-    strip above it"""
+    """Relight the active movie or image strip with the chosen lighting and view, as a strip above it"""
 
     bl_idname = "portrait_relight.relight"
     bl_label = "Relight"
@@ -574,16 +626,45 @@ class PORTRAIT_RELIGHT_OT_switch_take(bpy.types.Operator):
     def execute(self, context):
         result, source = result_for(context)
         try:
-            files, _folder = take_files(result, self.take)
+            files, folder = take_files(result, self.take)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        still = len(files) == 1 and source is not None
+        info = takes.take_info(folder)
+        still = (info.get("look") or {}).get("frames") is None and len(files) == 1 and source is not None
         length = int(source.frame_final_duration) if still else len(files)
-        sequencer.add_result_strip(sequencer.sequencer_scene(context), source or result, files,
-                                   length=length, take=self.take,
-                                   folder=bpy.path.abspath(result.get(sequencer.FOLDER_KEY, "")))
+        start = info.get("timeline_start")
+        new = sequencer.add_result_strip(sequencer.sequencer_scene(context), source or result, files,
+                                         length=length, take=self.take,
+                                         folder=bpy.path.abspath(result.get(sequencer.FOLDER_KEY, "")),
+                                         start=int(result.frame_start) if start is None else int(start))
+        if files[0].lower().endswith(".exr"):
+            sync_compositor(context.scene, new)
         self.report({"INFO"}, f"'{result.name}' shows take {self.take}")
+        return {"FINISHED"}
+
+
+class PORTRAIT_RELIGHT_OT_load_exr_compositor(bpy.types.Operator):
+    """Put the active relit EXR strip in the compositor as an Image node playing in step with the strip"""
+
+    bl_idname = "portrait_relight.load_exr_compositor"
+    bl_label = "Load EXR in Compositor"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context):
+        result = result_for(context)[0]
+        if result is None or not result.elements[0].filename.lower().endswith(".exr"):
+            cls.poll_message_set("Select a relit strip made with the OpenEXR format")
+            return False
+        return True
+
+    def execute(self, context):
+        result, _source = result_for(context)
+        sync_compositor(context.scene, result, add=True)
+        start = int(result.frame_start)
+        self.report({"INFO"}, f"'{result.name}' is in the compositor, frames {start}-"
+                              f"{start + len(result.elements) - 1}")
         return {"FINISHED"}
 
 
@@ -608,7 +689,7 @@ class PORTRAIT_RELIGHT_OT_open_output(bpy.types.Operator):
 
 
 CLASSES = (
-    PORTRAIT_RELIGHT_OT_switch_take, PORTRAIT_RELIGHT_OT_open_output,
+    PORTRAIT_RELIGHT_OT_switch_take, PORTRAIT_RELIGHT_OT_open_output, PORTRAIT_RELIGHT_OT_load_exr_compositor,
     PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig, PORTRAIT_RELIGHT_OT_follow_head,
     PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request, PORTRAIT_RELIGHT_OT_relight,
     PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live_preview, operators, scene_lighting, sequencer
+from . import live_preview, operators, scene_lighting, sequencer, takes
 
 CATEGORY = "Portrait Relight"
 
@@ -34,6 +34,8 @@ def draw_main(layout, context) -> None:
             col.operator("portrait_relight.relight_strips", text=f"Relight {n_sel} Selected Strips")
         col.operator("portrait_relight.export_farm_job", icon="NETWORK_DRIVE")
     live_preview.draw_panel(layout, context)
+    layout.prop(settings, "frame_range")
+    draw_takes(layout, context)
     if settings.last_result:
         col = layout.column(align=True)
         col.label(text="Last result:")
@@ -41,6 +43,25 @@ def draw_main(layout, context) -> None:
             col.label(text=part)
     if settings.status and not settings.is_running:
         layout.label(text=settings.status, icon="ERROR")
+
+
+def draw_takes(layout, context) -> None:
+    """The relit strip of the active strip: its take (switch), its folder, the compositor."""
+    result, _source = operators.result_for(context)
+    row = layout.row(align=True)
+    if result is not None and result.get(sequencer.FOLDER_KEY):
+        take = int(result.get(sequencer.TAKE_KEY, 1))
+        n = len(takes.list_takes(bpy.path.abspath(result[sequencer.FOLDER_KEY])))
+        row.label(text=f"{result.name}: take {take} of {n}", icon="RENDERLAYERS")
+        for step, icon in ((-1, "TRIA_LEFT"), (1, "TRIA_RIGHT")):
+            sub = row.row(align=True)
+            sub.enabled = 1 <= take + step <= n
+            sub.operator("portrait_relight.switch_take", text="", icon=icon).take = max(1, take + step)
+    row.operator("portrait_relight.open_output", text="", icon="FILE_FOLDER")
+    if result is not None and result.elements[0].filename.lower().endswith(".exr"):
+        layout.operator("portrait_relight.load_exr_compositor", icon="NODE_COMPOSITING")
+    if not bpy.data.filepath:
+        layout.label(text="Unsaved file: frames go to the Cache Folder", icon="INFO")
 
 
 def draw_lighting(layout, context) -> None:

@@ -91,21 +91,25 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                             description="Camera for the Scene Camera view; empty: the scene's camera")
     lighting_source: EnumProperty(
         name="Lighting", default="SCENE", update=_refresh_preview,
+        description="Where the target lighting comes from",
         items=[("SCENE", "Scene Lights", "Sun, point, spot, area lights and the World, at the head anchor"),
                ("PRESET", "Preset", "A lighting preset shipped with the engine"),
                ("REFERENCE", "Reference Image", "Match the lighting of a reference photo of a face"),
                ("FILE", "Light File", "A light file (.txt DPR coefficients, .npy or .json)")])
-    preset: EnumProperty(name="Preset", items=_preset_items, update=_refresh_preview)
+    preset: EnumProperty(name="Preset", items=_preset_items, update=_refresh_preview,
+                         description="Lighting preset shipped with the engine")
     reference_image: StringProperty(name="Reference", subtype="FILE_PATH", options=_REL,
                                     description="Photo of a face whose lighting to copy")
     light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview, options=_REL,
                                description="SH light file (.txt, .npy or .json)")
     light_space: EnumProperty(
         name="Light Space", default="world",
+        description="Whether the light stays with the set or turns with the head",
         items=[("world", "World", "Light fixed to the set: when the head turns its shading changes"),
                ("head", "Head", "Light fixed to the head")])
     view: EnumProperty(
         name="View", default="SOURCE",
+        description="Camera of the relit frames: the footage's own, or a new one from the scene",
         items=[("SOURCE", "Source Camera", "Keep the footage's own camera"),
                ("SCENE", "Scene Camera", "Re-render from the scene camera's pose relative to the head "
                                          "anchor, per frame")])
@@ -114,12 +118,16 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         description="The anchor is keyed to the tracked head (Follow Tracked Head): lights are sent in the "
                     "head's frame (light space Head), so lights fixed in the scene act as fixed on set")
     pass_rgba: BoolProperty(name="RGBA", default=True, description="Relit image with alpha")
-    pass_albedo: BoolProperty(name="Albedo", default=False)
-    pass_shading: BoolProperty(name="Shading", default=False)
-    pass_normal: BoolProperty(name="Normal", default=False)
-    pass_depth: BoolProperty(name="Depth", default=False)
+    pass_albedo: BoolProperty(name="Albedo", default=False,
+                              description="Surface colour without lighting (linear; an EXR layer or PNGs)")
+    pass_shading: BoolProperty(name="Shading", default=False,
+                               description="The target lighting on the face alone (linear)")
+    pass_normal: BoolProperty(name="Normal", default=False,
+                              description="Surface normals of the head in the output camera (0..1)")
+    pass_depth: BoolProperty(name="Depth", default=False,
+                             description="Distance from the output camera in head units")
     output_format: EnumProperty(
-        name="Format", default="png",
+        name="Format", default="png", description="File format of the relit frames and passes",
         items=[("png", "PNG", "8-bit sRGB PNG per pass and frame"),
                ("exr", "OpenEXR Multilayer", "One linear EXR per frame with all passes as layers")])
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/", options=_REL,
@@ -127,8 +135,13 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                                            "'//' is the .blend's folder (unsaved files: the Cache Folder)")
     size: IntProperty(name="Size", default=0, min=0, soft_max=4096,
                       description="Longer side of the output in pixels; 0 keeps the footage size")
+    frame_range: EnumProperty(
+        name="Frames", default="ALL", description="Which frames of the strip to relight",
+        items=[("ALL", "Whole Strip", "Every frame the strip shows"),
+               ("CURRENT", "Current Frame", "Only the frame under the playhead (a quick look)"),
+               ("PREVIEW", "Preview Range", "Only the frames inside the timeline's preview range")])
     background: EnumProperty(
-        name="Background", default="keep",
+        name="Background", default="keep", description="What the relit frames show around the person",
         items=[("keep", "Keep", "Keep the footage background"),
                ("transparent", "Transparent", "Alpha 0 outside the person")])
 
@@ -174,12 +187,13 @@ class PortraitRelightPreferences(bpy.types.AddonPreferences):
         description="Optional: Python executable of an external environment with relight_core installed "
                     "(e.g. a CUDA machine). Empty: the engine bundled with the extension, run with "
                     "Blender's own Python (from a source checkout: <repo>/.venv)")
-    device: EnumProperty(name="Device", default="auto",
+    device: EnumProperty(name="Device", default="auto", description="Where the engine computes",
                          items=[("auto", "Auto", "CUDA when available, else CPU"),
                                 ("cpu", "CPU", "Always the CPU"), ("cuda", "CUDA", "NVIDIA GPU")])
     cache_dir: StringProperty(name="Cache Folder", subtype="DIR_PATH", default="",
                               description="Output folder for unsaved .blend files; empty: the system temp")
-    engine_status: StringProperty(name="Engine", default="", options={"SKIP_SAVE"})
+    engine_status: StringProperty(name="Engine", default="", options={"SKIP_SAVE"},
+                                  description="What Check Engine found")
 
     def draw(self, context) -> None:
         layout = self.layout

@@ -4,6 +4,7 @@ worker's results back into a strip."""
 from __future__ import annotations
 
 import os
+import re
 
 import bpy
 import numpy as np
@@ -95,6 +96,62 @@ def strip_output(context, strip) -> str:
                               strip.name)
 
 
+def restrict_frames(src: sequencer.StripSource, mode: str, scene) -> sequencer.StripSource:
+    """The part of a strip to relight: all of it, the frame under the playhead, or the preview range.
+    ValueError when the strip shows nothing there."""
+    if mode == "ALL":
+        return src
+    if mode == "CURRENT":
+        lo = hi = int(scene.frame_current)
+        where = f"at frame {lo}"
+    else:
+        if not scene.use_preview_range:
+            raise ValueError("The timeline has no preview range; set one (Ctrl+P in the timeline) or relight "
+                             "the whole strip.")
+        lo, hi = int(scene.frame_preview_start), int(scene.frame_preview_end)
+        where = f"in the preview range {lo}-{hi}"
+    start, end = max(lo, src.timeline_start), min(hi + 1, src.timeline_start + src.length)
+    if end <= start:
+        raise ValueError(f"Strip '{src.name}' shows no frame {where}; move the playhead or the range over "
+                         "it.")
+    off = start - src.timeline_start
+    frames = None if src.frames is None else (src.frames[0] + off, src.frames[0] + off + end - start)
+    return sequencer.StripSource(src.input, frames, start, end - start, src.name)
+
+
+_BLENDER_WORDS = (
+    (re.compile(r"use --device (\w+) or (\w+)"), r"set Device to \1 or \2 in the add-on preferences"),
+    (re.compile(r"(choose )?another folder with --out"), "choose another Output folder in the Output panel"),
+    (re.compile(r"--size (\d+)"), r"Size \1 (Output panel)"),
+    (re.compile(r"--fov ([\d.]+)"), r"the camera's field of view \1"),
+    (re.compile(r"--out\b"), "the Output folder"),
+    (re.compile(r"--device\b"), "the Device preference"),
+    (re.compile(r"--size\b"), "Size"),
+    (re.compile(r"--(yaw|pitch|roll)\b"), "the camera orbit"),
+    (re.compile(r"--light\b"), "the Lighting panel"),
+)
+
+
+def blender_words(message: str) -> str:
+    """An engine message with its command-line words replaced by the add-on's (panels, preferences)."""
+    for pattern, words in _BLENDER_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
+def frame_ranges(frames: list[int]) -> str:
+    """'3, 7-9, 12' for sorted frame numbers."""
+    out, run = [], []
+    for f in sorted(set(frames)):
+        if run and f != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(f)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
 class PendingRequest:
     """A request being prepared: `__init__` reads Blender (main thread, cheap: per-frame sampling only
     where something is animated), `compute()` does the SH maths (no bpy; a modal run calls it on a worker
@@ -104,7 +161,7 @@ class PendingRequest:
         scene = context.scene
         settings = scene.portrait_relight
         self.scene_name = scene.name
-        self.src = sequencer.strip_source(strip)
+        self.src = restrict_frames(sequencer.strip_source(strip), settings.frame_range, scene)
         frames = list(range(self.src.timeline_start, self.src.timeline_start + self.src.length))
         cam = _camera(scene, settings)
         lighting = file_lighting_spec(settings)
@@ -202,11 +259,14 @@ def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> 
 
 
 def load_exr_for_compositor(name: str, first_file: str):
-    """Load a multilayer EXR sequence as an image (its layers show in the compositor's Image node)."""
+    """Load (or repoint) the multilayer EXR sequence image `name` (its layers show in the compositor's
+    Image node), stored relative to a saved .blend."""
     img = bpy.data.images.get(name)
-    if img is None or os.path.normpath(bpy.path.abspath(img.filepath)) != os.path.normpath(first_file):
-        img = bpy.data.images.load(first_file, check_existing=True)
+    if img is None:
+        img = bpy.data.images.load(first_file, check_existing=False)
         img.name = name
+    elif os.path.normpath(bpy.path.abspath(img.filepath)) != os.path.normpath(first_file):
+        img.filepath = first_file
     img.filepath = sequencer.blend_path(first_file)
     img.source = "SEQUENCE"
     img.use_fake_user = True  # kept in the saved .blend even before a compositor node uses it

@@ -230,12 +230,12 @@ def blend_path(path: str) -> str:
     return bpy.path.relpath(path) if bpy.data.filepath else path
 
 
-def set_strip_files(strip, files: list[str], length: int) -> None:
-    """Point an image strip at `files` (one folder, one file per frame) in place, `length` frames long."""
+def set_strip_files(strip, files: list[str], length: int, start: int) -> None:
+    """Point an image strip at `files` (one folder, one file per frame) in place, `length` frames long from
+    timeline frame `start`."""
     folder = os.path.dirname(files[0])
     if any(os.path.dirname(f) != folder for f in files):
         raise ValueError(f"Relit frames of '{strip.name}' are in several folders; expected one.")
-    start = int(strip.frame_start)
     strip.directory = blend_path(folder) + os.sep
     strip.elements[0].filename = os.path.basename(files[0])
     while len(strip.elements) > 1:
@@ -248,29 +248,30 @@ def set_strip_files(strip, files: list[str], length: int) -> None:
 
 
 def add_result_strip(scene: bpy.types.Scene, source, files: list[str], length: int | None = None,
-                     take: int = 0, folder: str = ""):
+                     take: int = 0, folder: str = "", start: int | None = None):
     """Show `files` (one per frame, in order) as the result strip of `source`, '<source name> relit'.
 
     A new result strip starts at the source's first shown frame on the first free channel above it and
     copies its placement (transform, crop, flip, blending, colour space of 8-bit results), scaled so that it
     covers the source's footprint whatever the result's pixel size. An existing result strip of the source
     is updated in place, keeping the artist's channel, blending, transform and modifiers. `length` holds a
-    single image for that many frames (default: one frame per file). The result is left unselected."""
+    single image for that many frames (default: one frame per file). `start`: its first timeline frame
+    (default: the source's first shown frame). The result is left unselected."""
     if not files:
         raise ValueError(f"No relit frames to add for strip '{source.name}'.")
     strips = strips_of(scene, ensure=True)
     length = int(length or len(files))
     new_size = image_size(files[0])
     strip = result_of(scene, source)
+    start = int(source.frame_final_start) if start is None else int(start)
     if strip is not None and strip.type == "IMAGE":
-        set_strip_files(strip, files, length)
+        set_strip_files(strip, files, length, start)
         refit_media(strip, tuple(strip.get(SIZE_KEY, new_size)), new_size)
     else:
-        start = int(source.frame_final_start)
         channel = free_channel_above(scene, source, start, start + length)
         strip = strips.new_image(name=f"{source.name} relit", filepath=files[0], channel=channel,
                                  frame_start=start)
-        set_strip_files(strip, files, length)
+        set_strip_files(strip, files, length, start)
         _copy_placement(strip, source)
         refit_media(strip, media_size(source), new_size)
         if not files[0].lower().endswith(".exr"):

@@ -66,12 +66,18 @@ def take_look(request: dict) -> dict:
     return {k: request.get(k) for k in _LOOK_KEYS}
 
 
-def _stored_look(folder: str) -> dict | None:
+def take_info(folder: str) -> dict:
+    """The take's record ({"look", "input", "timeline_start"}; empty when unreadable)."""
     try:
         with open(os.path.join(folder, TAKE_FILE), encoding="utf-8") as fh:
-            return json.load(fh).get("look")
-    except (OSError, ValueError, AttributeError):
-        return None
+            info = json.load(fh)
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stored_look(folder: str) -> dict | None:
+    return take_info(folder).get("look")
 
 
 def has_frames(folder: str) -> bool:
@@ -92,14 +98,16 @@ def choose_take(strip_dir: str, request: dict) -> int:
     return (takes[-1] + 1) if takes else 1
 
 
-def prepare_take(request: dict) -> None:
-    """Create the request's take folder, record its look, and copy the engine's analysis of the clip from
-    the newest other take that has one (so a new look does not track the clip again)."""
+def prepare_take(request: dict, timeline_start: int | None = None) -> None:
+    """Create the request's take folder, record its look (and the timeline frame its first frame belongs
+    at), and copy the engine's analysis of the clip from the newest other take that has one (so a new look
+    does not track the clip again)."""
     folder = request["output"]
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, TAKE_FILE + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"look": take_look(request), "input": request.get("input")}, fh)
+        json.dump({"look": take_look(request), "input": request.get("input"),
+                   "timeline_start": timeline_start}, fh)
     os.replace(tmp, os.path.join(folder, TAKE_FILE))
     if os.path.isfile(analysis_file(folder)):
         return

@@ -41,6 +41,9 @@ def watch():
 threading.Thread(target=watch, daemon=True).start()
 emit = lambda **e: print(json.dumps(e), flush=True)
 delay = float(os.environ.get("FAKE_DELAY", "0.0"))
+if os.environ.get("FAKE_ERROR"):
+    emit(event="error", message=os.environ["FAKE_ERROR"]); sys.exit(2)
+no_face = {int(i) for i in os.environ.get("FAKE_NOFACE", "").split(",") if i}
 src = req["input"]
 key = lambda n: [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", n)]
 files = [os.path.join(src, n) for n in sorted(os.listdir(src), key=key)] if os.path.isdir(src) else [src]
@@ -71,6 +74,9 @@ for k, i in enumerate(range(first, last)):
         cv2.imwrite(dst, lin)
     else:
         cv2.imwrite(dst, img)
+    if i in no_face:
+        emit(event="warning", frame=i,
+             message="no face tracked on this frame; pose and matte interpolated from neighbours")
     emit(event="progress", stage="relight", done=k + 1, total=last - first)
     emit(event="frame", index=i, files={"rgba" if fmt == "png" else "exr": dst})
 with open(os.path.join(req["output"], "request_seen.json"), "w") as fh:
@@ -346,7 +352,7 @@ def test_one_folder_per_scene_strip_and_take(studio, tmp_path, monkeypatch):
     """Strips 'shot 1' and 'shot_1', and a second scene with a strip on the same clip, write to separate
     folders under //relight/<scene>/<strip>/; a changed light makes take_002 (take_001 stays intact); the
     strip switches between takes; Open Output Folder opens the take's folder."""
-    from portrait_relight import operators
+    from portrait_relight import operators, panels
 
     sc = studio
     (tmp_path / "proj").mkdir()
@@ -392,11 +398,33 @@ def test_one_folder_per_scene_strip_and_take(studio, tmp_path, monkeypatch):
     sc.sequence_editor.active_strip = res
     assert bpy.ops.portrait_relight.switch_take(take=1) == {"FINISHED"}
     assert files_of(result_of(sc, "shot 1")) == first
+    drawn = _Layout()
+    panels.draw_main(drawn, bpy.context)
+    assert "shot 1 relit: take 1 of 2" in drawn.labels
+    assert drawn.ops.count("portrait_relight.switch_take") == 2
     opened = []
     monkeypatch.setattr(operators, "_open_folder", opened.append)
     assert bpy.ops.portrait_relight.open_output() == {"FINISHED"}
     assert Path(opened[0]) == first[0].parent.parent
     assert b.name == "shot_1"
+
+
+class _Layout:
+    """A UILayout stand-in that records labels and operators (operator() returns its properties)."""
+
+    def __init__(self):
+        self.labels: list[str] = []
+        self.ops: list[str] = []
+
+    def label(self, text="", **_kw):
+        self.labels.append(text)
+
+    def operator(self, idname, **_kw):
+        self.ops.append(idname)
+        return type("Props", (), {})()
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self
 
 
 # ------------------------------------------------------------------------------ 6. re-running keeps edits
@@ -665,3 +693,155 @@ def test_preview_handlers_react_only_to_what_the_preview_uses(studio, monkeypatc
     assert np.allclose(a, b, atol=1e-5) and a[..., :3].max() == pytest.approx(0.8, abs=1e-4)
     w = a.shape[1]
     assert a[:, w // 2:, :3].mean() > 2.0 * a[:, :w // 2, :3].mean()
+
+
+# ------------------------------------------------------------------------------ 9. compositor in step
+
+
+def _render_compositor(sc, path: Path, frame: int) -> np.ndarray:
+    """Render the compositor alone at `frame` to PNG; (H, W, 3) float, row 0 top."""
+    r = sc.render
+    r.use_sequencer, r.use_compositing = False, True
+    r.engine = "BLENDER_WORKBENCH"
+    r.resolution_percentage = 100
+    r.image_settings.file_format = "PNG"
+    r.filepath = str(path)
+    sc.view_settings.view_transform = "Standard"
+    sc.frame_set(frame)
+    bpy.ops.render.render(write_still=True, scene=sc.name)
+    img = bpy.data.images.load(str(path))
+    w, h = img.size
+    px = np.empty(w * h * img.channels, np.float32)
+    img.pixels.foreach_get(px)
+    out = px.reshape(h, w, img.channels)[::-1, :, :3].copy()
+    bpy.data.images.remove(img)
+    return out
+
+
+def test_exr_in_the_compositor_plays_in_step_with_the_trimmed_strip(studio, tmp_path):
+    """A trimmed strip (source frames 2..4 at timeline 12..14) relit to EXR: 'Load EXR in Compositor' makes
+    an Image node whose frame at timeline t is the EXR rendered for t (the moving square's position in the
+    compositor render matches that source frame within 1 px)."""
+    sc = studio
+    w, h = 96, 54
+    src = clip(sc, tmp_path / "f", n=6, w=w, h=h, start=10, fit="ORIGINAL")
+    src.frame_offset_start, src.frame_offset_end = 2, 1
+    sc.portrait_relight.output_format = "exr"
+    assert relight() == {"FINISHED"}
+    res = result_of(sc, "clip")
+    assert res.frame_final_start == 12 and res.frame_final_duration == 3
+    sc.sequence_editor.active_strip = res
+    assert bpy.ops.portrait_relight.load_exr_compositor() == {"FINISHED"}
+    bpy.ops.portrait_relight.add_head_rig(proxy=False)  # a camera for the render
+    sc.render.resolution_x, sc.render.resolution_y = w, h
+    for t in (12, 13, 14):
+        img = _render_compositor(sc, tmp_path / f"comp_{t}.png", t)
+        k = t - 12 + 2
+        want = _bright_centroid(pattern(w, h, k).astype(np.float32) / 255.0)
+        got = _bright_centroid(img)
+        print(t, got, want)
+        assert np.abs(got - want).max() < 1.0
+
+
+# ------------------------------------------------------------------------------ 12. small things
+
+
+def test_relight_says_why_it_is_disabled(studio, tmp_path):
+    sc = studio
+    src = clip(sc, tmp_path / "f", n=2)
+    src.select = False
+    sc.sequence_editor.active_strip = None
+    assert not bpy.ops.portrait_relight.relight.poll()
+    with pytest.raises(RuntimeError, match="Select a movie or image strip"):
+        bpy.ops.portrait_relight.relight(synchronous=True)
+
+
+def test_every_property_has_a_tooltip_and_operators_one_line_descriptions(studio):
+    s = studio.portrait_relight
+    prefs = bpy.context.preferences.addons["portrait_relight"].preferences
+    for rna in (s.bl_rna, prefs.bl_rna):
+        for p in rna.properties:
+            if p.identifier not in {"rna_type", "name", "bl_idname"}:
+                assert p.description.strip(), f"{rna.identifier}.{p.identifier} has no tooltip"
+    ops = [getattr(bpy.ops.portrait_relight, n).get_rna_type() for n in dir(bpy.ops.portrait_relight)]
+    assert len(ops) >= 10
+    for op in ops:
+        d = op.description
+        assert d and "\n" not in d and len(d) <= 160 and "  " not in d, (op.identifier, d)
+        for p in op.properties:
+            if p.identifier != "rna_type":
+                assert p.description.strip(), f"{op.identifier}.{p.identifier} has no tooltip"
+
+
+def test_esc_outside_the_panel_is_left_to_blender(studio, tmp_path, monkeypatch):
+    """Esc with the pointer outside the add-on's sidebar passes through (playback, other tools keep it) and
+    the run goes on; Esc over the sidebar, or the Cancel button, cancels."""
+    from portrait_relight import operators
+
+    monkeypatch.setenv("FAKE_DELAY", "0.2")
+    src = clip(studio, tmp_path / "f", n=10)
+    assert operators.start_modal(_Op(), bpy.context, [src], add_handler=False) == {"RUNNING_MODAL"}
+    end = time.monotonic() + 30
+    while len(operators.running_job().state.frames) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+        operators.modal_step(bpy.context, _Event("TIMER"))
+    esc = _Event("ESC", "PRESS")
+    esc.mouse_x = esc.mouse_y = -100  # nowhere near the sidebar
+    assert operators.modal_step(bpy.context, esc) == {"PASS_THROUGH"}
+    run = operators._RUN["run"]
+    assert not run.cancel_requested
+    sidebar = operators.panel_regions(bpy.context)
+    if sidebar:
+        r = sidebar[0]
+        esc.mouse_x, esc.mouse_y = r.x + r.width // 2, r.y + r.height // 2
+        assert operators.modal_step(bpy.context, esc) == {"RUNNING_MODAL"} and run.cancel_requested
+    else:
+        assert bpy.ops.portrait_relight.cancel() == {"FINISHED"} and run.cancel_requested
+    ret = {"RUNNING_MODAL"}
+    while ret == {"RUNNING_MODAL"} and time.monotonic() < end:
+        time.sleep(0.05)
+        ret = operators.modal_step(bpy.context, _Event("TIMER"))
+    assert 2 <= result_of(studio, "clip").frame_final_duration < 10
+
+
+@pytest.mark.parametrize("mode", ["CURRENT", "PREVIEW"])
+def test_relight_current_frame_or_preview_range_only(studio, tmp_path, mode):
+    sc = studio
+    src = clip(sc, tmp_path / "clip", n=10, start=5)
+    src.frame_offset_start = 1  # timeline 6..14 shows source frames 1..9
+    sc.frame_set(9)
+    sc.use_preview_range = True
+    sc.frame_preview_start, sc.frame_preview_end = 8, 11
+    sc.portrait_relight.frame_range = mode
+    assert relight() == {"FINISHED"}
+    res = result_of(sc, "clip")
+    first, n = (9, 1) if mode == "CURRENT" else (8, 4)
+    assert res.frame_final_start == first and res.frame_final_duration == n
+    shown = range(first - 5, first - 5 + n)  # source frame = timeline frame - 5
+    assert [e.filename for e in res.elements] == [f"clip_{i:06d}.png" for i in shown]
+
+
+def test_no_face_warnings_once_per_run_in_timeline_frames(studio, tmp_path, monkeypatch):
+    from portrait_relight import operators
+
+    monkeypatch.setenv("FAKE_NOFACE", "2,3,4,7")
+    src = clip(studio, tmp_path / "f", n=9, start=101)
+    src.frame_offset_start = 1  # source frame i is at timeline frame 101 + i
+    op = _Op()
+    assert operators.start_modal(op, bpy.context, [src], add_handler=False) == {"RUNNING_MODAL"}
+    ret, end = {"RUNNING_MODAL"}, time.monotonic() + 30
+    while ret == {"RUNNING_MODAL"} and time.monotonic() < end:
+        time.sleep(0.02)
+        ret = operators.modal_step(bpy.context, _Event("TIMER"))
+    warnings = [m for lvl, m in op.reports if lvl == "WARNING"]
+    assert len(warnings) == 1, op.reports
+    assert "frames 103-105, 108" in warnings[0] and "no face" in warnings[0]
+
+
+def test_engine_messages_speak_blenders_words(studio, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_ERROR", "Device 'cuda' was asked for but no CUDA GPU is available; use --device "
+                                     "cpu or auto.")
+    clip(studio, tmp_path / "f", n=2)
+    with pytest.raises(RuntimeError) as err:
+        relight()
+    assert "--" not in str(err.value) and "Device" in str(err.value) and "preferences" in str(err.value)
