@@ -10,15 +10,17 @@ In background mode (`blender -b`) or with `synchronous=True` the same work runs 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
 
 import bpy
+import numpy as np
 from bpy.app.handlers import persistent
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import camera_sync, compositor, handlers, request, sequencer, takes
+from . import camera_sync, compositor, handlers, orbit, request, sequencer, takes
 from .properties import clear_run_state, engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
@@ -123,6 +125,25 @@ class PORTRAIT_RELIGHT_OT_add_head_rig(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def follow_head(context):
+    """Key the anchor to the active strip's tracked head; returns (Source Camera, strip source). ValueError
+    with one sentence when there is no strip, no rig or no track yet."""
+    scene = context.scene
+    s = scene.portrait_relight
+    strip = sequencer.active_strip(sequencer.sequencer_scene(context))
+    if strip is None or s.anchor is None:
+        raise ValueError("Select the relit source strip and add a head rig first.")
+    src = sequencer.strip_source(strip)
+    folder = takes.latest_analysis_folder(request.strip_output(context, strip))
+    if folder is None:
+        raise ValueError(f"Strip '{strip.name}' has no head track yet; relight it once first.")
+    track = camera_sync.load_track(takes.analysis_file(folder))
+    cam = camera_sync.follow_tracked_head(scene, s.anchor, track, (src.frames or (0, 1))[0],
+                                          src.timeline_start)
+    s.follow_head = True
+    return cam, src, len(track[0])
+
+
 class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
     """Key the head anchor to the strip's tracked head (needs one relight first) and add a Source Camera"""
 
@@ -131,26 +152,46 @@ class PORTRAIT_RELIGHT_OT_follow_head(bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context):
-        scene = context.scene
-        s = scene.portrait_relight
-        seq_scene = sequencer.sequencer_scene(context)
-        strip = sequencer.active_strip(seq_scene)
-        if strip is None or s.anchor is None:
-            self.report({"ERROR"}, "Select the relit source strip and add a head rig first.")
-            return {"CANCELLED"}
         try:
-            src = sequencer.strip_source(strip)
-            folder = takes.latest_analysis_folder(request.strip_output(context, strip))
-            if folder is None:
-                raise ValueError(f"Strip '{strip.name}' has no head track yet; relight it once first.")
-            track = camera_sync.load_track(takes.analysis_file(folder))
-            cam = camera_sync.follow_tracked_head(scene, s.anchor, track, (src.frames or (0, 1))[0],
-                                                  src.timeline_start)
+            cam, _src, n = follow_head(context)
         except ValueError as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
-        s.follow_head = True
-        self.report({"INFO"}, f"'{s.anchor.name}' follows {len(track[0])} tracked frames; '{cam.name}' added")
+        self.report({"INFO"}, f"'{context.scene.portrait_relight.anchor.name}' follows {n} tracked frames; "
+                              f"'{cam.name}' added")
+        return {"FINISHED"}
+
+
+class PORTRAIT_RELIGHT_OT_add_orbit_rig(bpy.types.Operator):
+    """Add a camera orbit that starts at the footage's own camera and pivots about the tracked head"""
+
+    bl_idname = "portrait_relight.add_orbit_rig"
+    bl_label = "Orbit from Shot"
+    bl_options = {"REGISTER", "UNDO"}
+
+    preset: EnumProperty(name="Preset", items=orbit.PRESET_ITEMS, default="TURNTABLE",
+                         description="Keys added to the orbit over the strip (editable afterwards)")
+
+    def execute(self, context):
+        scene = context.scene
+        s = scene.portrait_relight
+        try:
+            src_cam, src, _n = follow_head(context)
+        except ValueError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        first, last = src.timeline_start, src.timeline_start + src.length - 1
+        current = scene.frame_current, scene.frame_subframe
+        with handlers.muted():
+            scene.frame_set(first)
+            centre = np.array(s.anchor.matrix_world, dtype=np.float64)[:3, 3]
+            scene.frame_set(current[0], subframe=current[1])
+        _pivot, orb, cam = orbit.build_rig(scene, src_cam, centre)
+        n_keys = orbit.add_preset(orb, cam, self.preset, first, last)
+        orbit.set_offsets(orb, *(math.degrees(a) for a in (s.orbit_yaw, s.orbit_pitch, s.orbit_roll)))
+        s.camera, s.view = cam, "SCENE"
+        self.report({"INFO"}, f"'{cam.name}' starts at the source view and orbits the head "
+                              f"({n_keys} keys, frames {first}-{last})")
         return {"FINISHED"}
 
 
@@ -691,6 +732,7 @@ class PORTRAIT_RELIGHT_OT_open_output(bpy.types.Operator):
 CLASSES = (
     PORTRAIT_RELIGHT_OT_switch_take, PORTRAIT_RELIGHT_OT_open_output, PORTRAIT_RELIGHT_OT_load_exr_compositor,
     PORTRAIT_RELIGHT_OT_check_engine, PORTRAIT_RELIGHT_OT_add_head_rig, PORTRAIT_RELIGHT_OT_follow_head,
+    PORTRAIT_RELIGHT_OT_add_orbit_rig,
     PORTRAIT_RELIGHT_OT_update_preview, PORTRAIT_RELIGHT_OT_export_request, PORTRAIT_RELIGHT_OT_relight,
     PORTRAIT_RELIGHT_OT_relight_strips, PORTRAIT_RELIGHT_OT_cancel,
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live_preview, operators, scene_lighting, sequencer, takes
+from . import live_preview, operators, orbit, scene_lighting, sequencer, takes
 
 CATEGORY = "Portrait Relight"
 
@@ -96,6 +96,11 @@ def draw_view(layout, context) -> None:
     row = layout.row(align=True)
     row.operator("portrait_relight.follow_head", icon="TRACKER")
     row.prop(s, "follow_head", text="", icon="LINKED")
+    layout.operator_menu_enum("portrait_relight.add_orbit_rig", "preset", icon="CON_FOLLOWPATH")
+    if bpy.data.objects.get(orbit.ORBIT_NAME) is not None:
+        col = layout.column(align=True)
+        for prop in ("orbit_yaw", "orbit_pitch", "orbit_roll"):
+            col.prop(s, prop)
 
 
 def draw_output(layout, context) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -63,6 +64,15 @@ def clear_run_state() -> None:
 _REL = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 
 
+def _orbit_offsets(self, _context) -> None:
+    from . import orbit
+
+    rig = bpy.data.objects.get(orbit.ORBIT_NAME)
+    if rig is not None:
+        angles = (self.orbit_yaw, self.orbit_pitch, self.orbit_roll)
+        orbit.set_offsets(rig, *(math.degrees(a) for a in angles))
+
+
 def _refresh_preview(_self, context) -> None:
     from . import handlers
 
@@ -117,6 +127,12 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         name="Anchor Follows Head", default=False,
         description="The anchor is keyed to the tracked head (Follow Tracked Head): lights are sent in the "
                     "head's frame (light space Head), so lights fixed in the scene act as fixed on set")
+    orbit_yaw: FloatProperty(name="Yaw", subtype="ANGLE", default=0.0, update=_orbit_offsets,
+                             description="Still offset of the orbit: the camera turns toward image right")
+    orbit_pitch: FloatProperty(name="Pitch", subtype="ANGLE", default=0.0, update=_orbit_offsets,
+                               description="Still offset of the orbit: the camera rises and looks down")
+    orbit_roll: FloatProperty(name="Roll", subtype="ANGLE", default=0.0, update=_orbit_offsets,
+                              description="Still offset of the orbit: the camera rolls about its view axis")
     pass_rgba: BoolProperty(name="RGBA", default=True, description="Relit image with alpha")
     pass_albedo: BoolProperty(name="Albedo", default=False,
                               description="Surface colour without lighting (linear; an EXR layer or PNGs)")
