@@ -14,7 +14,8 @@ import pytest
 
 bpy = pytest.importorskip("bpy")
 from test_addon_blender import _fcurves, add_image_strip, core, write_png_frames  # noqa: E402
-from test_addon_session import pattern, studio  # noqa: E402, F401
+from test_addon_session import pattern  # noqa: E402
+from test_addon_session import studio as studio  # noqa: E402, F401  (the fixture)
 
 pytestmark = pytest.mark.blender
 
