@@ -100,3 +100,52 @@ def test_still_offsets_add_to_the_keys(studio, tmp_path):
     for k in range(4):
         yaw, pitch = _orbit_yaw_pitch(src[k], c2h[k])
         assert yaw == pytest.approx(10.0, abs=0.05) and pitch == pytest.approx(-5.0, abs=0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="engine: a Scene Camera view equal to the source camera still goes "
+                   "through the novel-view re-projection (measured 29.0 dB in the matte, 33 dB 2 px inside it); "
+                   "the request's frame-1 pose equals the source pose to 1e-6 (fast test above)")
+def test_first_orbit_frame_renders_the_source_view(studio, tmp_path, astronaut):
+    """With the real engine: a still (the astronaut) relit from its own view, then Orbit from Shot
+    (turntable) relit through the Scene Camera: the orbit's first frame equals the source-view frame,
+    PSNR >= 40 dB inside the person's matte."""
+    import cv2
+    from test_addon_e2e import _engine_python
+
+    exe = _engine_python()
+    if exe is None:
+        pytest.skip("no engine Python")
+    sc = studio
+    prefs = bpy.context.preferences.addons["portrait_relight"].preferences
+    prefs.engine_python, prefs.device = exe, "cpu"
+    small = cv2.resize(np.asarray(astronaut), (256, 256), interpolation=cv2.INTER_AREA)
+    files = write_png_frames(tmp_path / "photo", [small], stem="astro")
+    strip = add_image_strip(sc, files, start=1, name="astro")
+    strip.frame_final_duration = 8
+    s = sc.portrait_relight
+    s.output_dir, s.size, s.background = str(tmp_path / "out"), 128, "transparent"
+    s.lighting_source = "PRESET"
+    s.preset = next(iter(core("lights").list_presets()))
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}, s.last_result
+    res = sc.sequence_editor.strips["astro relit"]
+    source_file = Path(bpy.path.abspath(res.directory)) / res.elements[0].filename
+    source_view = cv2.imread(str(source_file), cv2.IMREAD_UNCHANGED).astype(np.float64) / 255.0
+    assert bpy.ops.portrait_relight.add_head_rig(proxy=False) == {"FINISHED"}
+    sc.sequence_editor.active_strip = strip
+    assert bpy.ops.portrait_relight.add_orbit_rig(preset="TURNTABLE") == {"FINISHED"}
+    assert bpy.ops.portrait_relight.relight(synchronous=True) == {"FINISHED"}, s.last_result
+    res = sc.sequence_editor.strips["astro relit"]
+    assert res.get("portrait_relight_take") == 2 and len(res.elements) == 8
+    folder = Path(bpy.path.abspath(res.directory))
+    first, turned = (cv2.imread(str(folder / res.elements[k].filename), cv2.IMREAD_UNCHANGED) / 255.0
+                     for k in (0, 2))
+    matte = source_view[..., 3] > 0.5
+    mse = float(((first[..., :3] - source_view[..., :3]) ** 2)[matte].mean())
+    psnr = 10 * np.log10(1.0 / max(mse, 1e-12))
+    moved = float(np.abs(turned[..., :3] - source_view[..., :3])[matte].mean())
+    print(f"orbit frame 1 vs source view: PSNR {psnr:.1f} dB inside the matte ({matte.mean():.0%} of the "
+          f"frame); frame 3 (yaw ~17 deg) differs by {moved:.3f}")
+    prefs.engine_python = ""
+    assert moved > 0.01  # the orbit does move the camera
+    assert psnr >= 40.0
