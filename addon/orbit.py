@@ -49,8 +49,6 @@ def _object(name: str, data=None, scene=None):
 def build_rig(scene, source_camera, head_centre: np.ndarray):
     """(pivot, orbit, camera): the rig placed so that the Orbit Camera equals `source_camera` (its world
     pose and lens) with all angles 0, pivoting about `head_centre` (world, (3,))."""
-    from mathutils import Matrix
-
     src = np.array(source_camera.matrix_world, dtype=np.float64)
     rot = src[:3, :3] / np.linalg.norm(src[:3, :3], axis=0)
     pivot = _object(PIVOT_NAME, None, scene)
@@ -58,7 +56,7 @@ def build_rig(scene, source_camera, head_centre: np.ndarray):
     pivot.parent = None
     m = np.eye(4)
     m[:3, :3], m[:3, 3] = rot, np.asarray(head_centre, dtype=np.float64)
-    pivot.matrix_world = Matrix(m.tolist())
+    pivot.matrix_world = m.T.tolist()  # a nested sequence is read column by column
     orbit = _object(ORBIT_NAME, None, scene)
     orbit.empty_display_type, orbit.empty_display_size = "ARROWS", 0.15
     orbit.parent = pivot
