@@ -16,21 +16,24 @@ import bpy
 _NUMBER = re.compile(r"(\d+)(?=\.[A-Za-z]+$)")
 
 
-def compositor_tree(scene):
-    """The scene's compositor node tree, made when it has none."""
+def compositor_tree(scene) -> tuple:
+    """(the scene's compositor node tree, whether it was made just now). 4.5 makes its default tree
+    (Render Layers -> Composite) when compositing is switched on; 5.0 an empty node group."""
     if hasattr(scene, "compositing_node_group"):  # 5.0
         tree = scene.compositing_node_group
         if tree is None:
             tree = bpy.data.node_groups.new(f"{scene.name} Compositing", "CompositorNodeTree")
             scene.compositing_node_group = tree
-        return tree
+            return tree, True
+        return tree, False
+    fresh = not scene.use_nodes or scene.node_tree is None
     scene.use_nodes = True
-    return scene.node_tree
+    return scene.node_tree, fresh
 
 
 def _output_socket(tree):
     """The input socket that is the compositor's result (made when missing)."""
-    if hasattr(bpy.types, "CompositorNodeComposite"):
+    if hasattr(bpy.types, "CompositorNodeComposite"):  # 4.5
         node = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"), None)
         if node is None:
             node = tree.nodes.new("CompositorNodeComposite")
@@ -54,9 +57,9 @@ def file_number(path: str) -> int:
 def show_in_compositor(scene, name: str, image, first_file: str, timeline_start: int, n_frames: int):
     """Put `image` (an EXR sequence) in an Image node `name` of the scene's compositor, timed so that
     timeline frame `timeline_start + k` shows file number `file_number(first_file) + k` for k < n_frames
-    (a single file is held). The node is linked to the compositor's output only when that is still free,
-    so an artist's comp is never rewired. Returns the node."""
-    tree = compositor_tree(scene)
+    (a single file is held). The node is linked to the compositor's output when that is still free or the
+    tree was made just now, so an artist's comp is never rewired. Returns the node."""
+    tree, fresh = compositor_tree(scene)
     node = tree.nodes.get(name)
     if node is None or node.bl_idname != "CompositorNodeImage":
         node = tree.nodes.new("CompositorNodeImage")
@@ -66,6 +69,6 @@ def show_in_compositor(scene, name: str, image, first_file: str, timeline_start:
     node.frame_start = int(timeline_start)
     node.frame_offset = file_number(first_file) - 1
     out = _output_socket(tree)
-    if not out.is_linked:
+    if fresh or not out.is_linked:
         tree.links.new(node.outputs[0], out)
     return node

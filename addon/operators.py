@@ -76,10 +76,10 @@ def sync_compositor(scene, result, add: bool = False):
     so that it plays in step with the strip. Returns the node (None when not added)."""
     first = os.path.join(bpy.path.abspath(result.directory), result.elements[0].filename)
     img = request.load_exr_for_compositor(result.name, first)
-    tree = compositor.compositor_tree(scene) if add else (
-        getattr(scene, "compositing_node_group", None) or getattr(scene, "node_tree", None))
-    if tree is None or (not add and tree.nodes.get(result.name) is None):
-        return None
+    if not add:
+        tree = getattr(scene, "compositing_node_group", None) or getattr(scene, "node_tree", None)
+        if tree is None or tree.nodes.get(result.name) is None:
+            return None
     return compositor.show_in_compositor(scene, result.name, img, first, int(result.frame_start),
                                          len(result.elements))
 
