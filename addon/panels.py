@@ -107,9 +107,12 @@ def draw_output(layout, context) -> None:
     """Passes, format, folder, size and background."""
     s = context.scene.portrait_relight
     layout.prop(s, "output_format")
-    col = layout.column(heading="Passes", align=True)
-    for p in ("rgba", "albedo", "shading", "normal", "depth"):
-        col.prop(s, f"pass_{p}")
+    if s.output_format == "exr":  # the engine writes every pass into each EXR, as layers
+        layout.label(text="Passes: all, as EXR layers", icon="RENDERLAYERS")
+    else:
+        col = layout.column(heading="Passes", align=True)
+        for p in ("rgba", "albedo", "shading", "normal", "depth"):
+            col.prop(s, f"pass_{p}")
     layout.prop(s, "output_dir")
     layout.prop(s, "size")
     layout.prop(s, "background")

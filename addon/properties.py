@@ -189,7 +189,10 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
     sh_frames: IntProperty(name="SH Frames", default=0, description="Frames of SH in the last request")
 
     def passes(self) -> list[str]:
-        """Requested pass names (rgba always included)."""
+        """Requested pass names (rgba always included); every pass for EXR, which holds them all as layers
+        (the pass toggles are hidden then)."""
+        if self.output_format == "exr":
+            return list(PASSES)
         return [p for p in PASSES if p == "rgba" or getattr(self, f"pass_{p}")]
 
 

@@ -415,9 +415,13 @@ class _Layout:
     def __init__(self):
         self.labels: list[str] = []
         self.ops: list[str] = []
+        self.props: list[str] = []
 
     def label(self, text="", **_kw):
         self.labels.append(text)
+
+    def prop(self, _data, name, **_kw):
+        self.props.append(name)
 
     def operator(self, idname, **_kw):
         self.ops.append(idname)
@@ -842,3 +846,23 @@ def test_engine_messages_speak_blenders_words(studio, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError) as err:
         relight()
     assert "--" not in str(err.value) and "Device" in str(err.value) and "preferences" in str(err.value)
+
+
+def test_pass_toggles_are_hidden_for_exr(studio, tmp_path):
+    """The engine writes every pass into each EXR as a layer: the panel hides the pass toggles for EXR and
+    the request asks for all passes (so toggling them cannot make a new take of identical files)."""
+    from portrait_relight import panels, request
+
+    sc = studio
+    src = clip(sc, tmp_path / "f", n=2)
+    s = sc.portrait_relight
+    for fmt, visible in (("png", True), ("exr", False)):
+        s.output_format = fmt
+        seen = _Layout()
+        panels.draw_output(seen, bpy.context)
+        assert ("pass_albedo" in seen.props) == visible
+    s.pass_albedo = True
+    req, _ = request.build_request(bpy.context, src)
+    s.pass_albedo = False
+    assert request.build_request(bpy.context, src)[0]["passes"] == req["passes"] == list(
+        sys.modules["portrait_relight"].properties.PASSES)
