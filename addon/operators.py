@@ -21,7 +21,7 @@ from bpy.app.handlers import persistent
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import camera_sync, compositor, handlers, orbit, request, sequencer, takes
-from .properties import clear_run_state, engine_python, get_prefs
+from .properties import BLEND_RELATIVE, clear_run_state, engine_python, get_prefs
 from .worker_client import WorkerJob, check_engine
 
 # Requests with up to this many frames of scene lights get their SH at once; longer ones on a thread
@@ -213,7 +213,7 @@ class PORTRAIT_RELIGHT_OT_export_request(bpy.types.Operator):
     bl_label = "Export Request"
 
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="//relight_request.json",
-                             description="JSON file to write the request to")
+                             options=BLEND_RELATIVE, description="JSON file to write the request to")
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)

@@ -61,7 +61,8 @@ def clear_run_state() -> None:
     _TRANSIENT.clear()
 
 
-_REL = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+# path properties that may hold '//' paths (relative to the .blend) say so (Blender 4.5+ warns otherwise)
+BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
 
 
 def _orbit_offsets(self, _context) -> None:
@@ -108,10 +109,10 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                ("FILE", "Light File", "A light file (.txt DPR coefficients, .npy or .json)")])
     preset: EnumProperty(name="Preset", items=_preset_items, update=_refresh_preview,
                          description="Lighting preset shipped with the engine")
-    reference_image: StringProperty(name="Reference", subtype="FILE_PATH", options=_REL,
+    reference_image: StringProperty(name="Reference", subtype="FILE_PATH", options=BLEND_RELATIVE,
                                     description="Photo of a face whose lighting to copy")
-    light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview, options=_REL,
-                               description="SH light file (.txt, .npy or .json)")
+    light_file: StringProperty(name="Light File", subtype="FILE_PATH", update=_refresh_preview,
+                               options=BLEND_RELATIVE, description="SH light file (.txt, .npy or .json)")
     light_space: EnumProperty(
         name="Light Space", default="world",
         description="Whether the light stays with the set or turns with the head",
@@ -146,7 +147,8 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
         name="Format", default="png", description="File format of the relit frames and passes",
         items=[("png", "PNG", "8-bit sRGB PNG per pass and frame"),
                ("exr", "OpenEXR Multilayer", "One linear EXR per frame with all passes as layers")])
-    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/", options=_REL,
+    output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//relight/",
+                               options=BLEND_RELATIVE,
                                description="Folder for the relit frames: <folder>/<scene>/<strip>/take_NNN/. "
                                            "'//' is the .blend's folder (unsaved files: the Cache Folder)")
     size: IntProperty(name="Size", default=0, min=0, soft_max=4096,
@@ -182,7 +184,7 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
     status: StringProperty(name="Status", description="What the running relight is doing, or a lighting "
                                                       "problem", **_transient("status", ""))
     last_result: StringProperty(name="Last Result", default="", description="Outcome of the last relight")
-    last_output: StringProperty(name="Last Output", default="", subtype="DIR_PATH", options=_REL,
+    last_output: StringProperty(name="Last Output", default="", subtype="DIR_PATH", options=BLEND_RELATIVE,
                                 description="Take folder of the last relight")
     sh: FloatVectorProperty(name="SH", size=27, default=(0.0,) * 27,
                             description="Irradiance SH (9 x RGB, DPR order) of the last request, first frame")
