@@ -532,7 +532,7 @@ def modal_step(context, event) -> set:
         return {"PASS_THROUGH"}
     running = run.tick(context)
     s = context.scene.portrait_relight
-    _status(context, f"Portrait Relight  {s.status}  (Esc to cancel)" if running else None)
+    _status(context, f"Portrait Relight  {s.status}  (Cancel, or Esc over the panel)" if running else None)
     _RUN["wm"].progress_update(int(100 * s.progress))
     _redraw(context)
     return {"RUNNING_MODAL"} if running else end_modal(context)

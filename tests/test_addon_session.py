@@ -564,8 +564,8 @@ def test_paths_survive_moving_the_project(studio, tmp_path, capfd):
     assert Path(bpy.path.abspath(bpy.data.images["clip relit"].filepath)).is_file()
     assert sequencer.strip_source(strips(sc)["clip"]).input.startswith(str(moved))
     for prop in ("output_dir", "reference_image", "light_file", "last_output"):
-        assert "PATH_SUPPORTS_BLEND_RELATIVE" in sc.portrait_relight.bl_rna.properties[prop].path_options \
-            if hasattr(sc.portrait_relight.bl_rna.properties[prop], "path_options") else True
+        rna = sc.portrait_relight.bl_rna.properties[prop]
+        assert getattr(rna, "is_path_supports_blend_relative", True), prop  # the flag exists in 4.5+
     assert "does not support blend relative" not in capfd.readouterr().err
 
 
