@@ -173,8 +173,7 @@ def build_pass_tree(scene, first_file: str, start: int, count: int):
 
 
 class PORTRAIT_RELIGHT_OT_setup_pass_compositor(bpy.types.Operator):
-    """Build a compositor tree from the active strip's relit OpenEXR passes: albedo x shading + specular
-    rebuilds the beauty, and every pass (shadow, N, P, Pref, depth, matte, ID mattes) is exposed"""
+    """Build a compositor tree of the active strip's relit EXR passes (the beauty rebuilt, all passes)"""
 
     bl_idname = "portrait_relight.setup_pass_compositor"
     bl_label = "Set Up Compositor"
@@ -197,8 +196,7 @@ class PORTRAIT_RELIGHT_OT_setup_pass_compositor(bpy.types.Operator):
 
 
 class PORTRAIT_RELIGHT_OT_setup_cg_composite(bpy.types.Operator):
-    """Make the tracked head a holdout and shadow catcher for CG (Cycles) and build the compositor tree that
-    puts the CG render and its shadows over the relit strip (or the footage)"""
+    """Make the tracked head a Cycles holdout and shadow catcher and put the CG render over the relit strip"""
 
     bl_idname = "portrait_relight.setup_cg_composite"
     bl_label = "Set Up CG Composite"

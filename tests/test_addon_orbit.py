@@ -54,7 +54,7 @@ def test_orbit_from_shot_starts_at_the_source_view(studio, tmp_path, preset):
     strip = add_image_strip(sc, files, start=5)
     s = sc.portrait_relight
     s.output_dir = str(tmp_path / "out")
-    _fake_track(Path(request.strip_output(bpy.context, strip)) / "take_001", n)
+    _fake_track(Path(request.strip_output(bpy.context, strip)) / "take_001" / ".relight", n)
     assert bpy.ops.portrait_relight.add_head_rig(proxy=False) == {"FINISHED"}
     assert bpy.ops.portrait_relight.add_orbit_rig(preset=preset) == {"FINISHED"}
     assert s.view == "SCENE" and s.camera.name == "Orbit Camera" and s.follow_head
@@ -90,7 +90,7 @@ def test_still_offsets_add_to_the_keys(studio, tmp_path):
     strip = add_image_strip(sc, files, start=1)
     s = sc.portrait_relight
     s.output_dir = str(tmp_path / "out")
-    _fake_track(Path(request.strip_output(bpy.context, strip)) / "take_001", 4)
+    _fake_track(Path(request.strip_output(bpy.context, strip)) / "take_001" / ".relight", 4)
     bpy.ops.portrait_relight.add_head_rig(proxy=False)
     assert bpy.ops.portrait_relight.add_orbit_rig(preset="NONE") == {"FINISHED"}
     s.orbit_yaw, s.orbit_pitch = math.radians(10.0), math.radians(-5.0)
