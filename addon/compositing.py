@@ -19,7 +19,7 @@ import os
 
 import bpy
 
-from . import scene3d, sequencer
+from . import compositor, scene3d, sequencer
 
 CG_GROUP = "Portrait Relight CG"
 
@@ -144,9 +144,7 @@ def build_pass_tree(scene, first_file: str, start: int, count: int):
     img.source = "SEQUENCE" if count > 1 else "FILE"
     src = _node(tree, "CompositorNodeImage", "Relit Passes", -900, 0)
     src.image = img
-    digits = "".join(ch for ch in os.path.splitext(os.path.basename(first_file))[0][-6:] if ch.isdigit())
-    src.frame_start, src.frame_duration = start, max(count, 1)
-    src.frame_offset = int(digits) - 1 if digits else 0  # the file number shown at `start`
+    compositor.time_image_node(src, first_file, start, count)  # the file number shown at `start` on
     mul = _node(tree, "ShaderNodeMix", "Albedo x Shading", -500, 150)
     add = _node(tree, "ShaderNodeMix", "+ Specular", -300, 150)
     for node, blend in ((mul, "MULTIPLY"), (add, "ADD")):

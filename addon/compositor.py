@@ -54,6 +54,14 @@ def file_number(path: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def time_image_node(node, first_file: str, timeline_start: int, n_frames: int) -> None:
+    """Time a compositor Image node showing an image sequence that starts with `first_file`: timeline frame
+    `timeline_start + k` shows file number `file_number(first_file) + k` (k < n_frames; a single file is
+    held)."""
+    node.frame_start, node.frame_duration = int(timeline_start), max(1, int(n_frames))
+    node.frame_offset = file_number(first_file) - 1
+
+
 def show_in_compositor(scene, name: str, image, first_file: str, timeline_start: int, n_frames: int):
     """Put `image` (an EXR sequence) in an Image node `name` of the scene's compositor, timed so that
     timeline frame `timeline_start + k` shows file number `file_number(first_file) + k` for k < n_frames
@@ -65,9 +73,7 @@ def show_in_compositor(scene, name: str, image, first_file: str, timeline_start:
         node = tree.nodes.new("CompositorNodeImage")
         node.name = node.label = name
     node.image = image
-    node.frame_duration = max(1, int(n_frames))
-    node.frame_start = int(timeline_start)
-    node.frame_offset = file_number(first_file) - 1
+    time_image_node(node, first_file, timeline_start, n_frames)
     out = _output_socket(tree)
     if fresh or not out.is_linked:
         tree.links.new(node.outputs[0], out)
