@@ -182,7 +182,7 @@ class PORTRAIT_RELIGHT_OT_add_orbit_rig(bpy.types.Operator):
             return {"CANCELLED"}
         first, last = src.timeline_start, src.timeline_start + src.length - 1
         current = scene.frame_current, scene.frame_subframe
-        with handlers.muted():
+        with handlers.paused():
             scene.frame_set(first)
             centre = np.array(s.anchor.matrix_world, dtype=np.float64)[:3, 3]
             scene.frame_set(current[0], subframe=current[1])

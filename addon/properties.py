@@ -169,9 +169,11 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                     "the active strip in the sequencer preview (a long-lived engine session)")
     live_size: EnumProperty(
         name="Preview Size", default="HALF", update=_live_changed,
+        description="Working size of the Live Preview's frames",
         items=[("HALF", "1/2", "Half the strip's size (faster)"), ("FULL", "1/1", "The strip's full size")])
     live_pass: EnumProperty(
         name="Show", default="rgba", update=_live_changed,
+        description="What the Live Preview shows over the strip",
         items=[("rgba", "Relit", "The relit image"), ("albedo", "Albedo", "The estimated albedo"),
                ("shading", "Shading", "The target shading"),
                ("normal", "Normal", "Surface normals as colour")])
