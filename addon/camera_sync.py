@@ -71,23 +71,6 @@ def cam2head(camera, anchor) -> np.ndarray:
     return np.asarray(C.blender_local_to_head(rel), dtype=np.float64)
 
 
-def camera_frames(scene, camera, anchor, frames: list[int]) -> tuple[np.ndarray, float]:
-    """Per timeline frame cam2head (F, 4, 4) and the vertical FOV (degrees, at the first frame).
-    The current frame is restored afterwards."""
-    current = scene.frame_current, scene.frame_subframe
-    poses, fov = [], None
-    try:
-        for f in frames:
-            scene.frame_set(int(f))
-            poses.append(cam2head(camera, anchor))
-            if fov is None:
-                fov = vertical_fov_deg(camera.data, scene.render)
-    finally:
-        scene.frame_set(current[0], subframe=current[1])
-    fov = canonical_fov_deg() if fov is None else fov
-    return np.asarray(poses).reshape(len(frames), 4, 4), float(fov)
-
-
 def _link(obj, scene) -> None:
     coll = scene.collection
     if obj.name not in coll.objects:

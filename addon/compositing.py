@@ -19,7 +19,7 @@ import os
 
 import bpy
 
-from . import scene3d, sequencer
+from . import compositor, scene3d, sequencer
 
 CG_GROUP = "Portrait Relight CG"
 
@@ -144,9 +144,7 @@ def build_pass_tree(scene, first_file: str, start: int, count: int):
     img.source = "SEQUENCE" if count > 1 else "FILE"
     src = _node(tree, "CompositorNodeImage", "Relit Passes", -900, 0)
     src.image = img
-    digits = "".join(ch for ch in os.path.splitext(os.path.basename(first_file))[0][-6:] if ch.isdigit())
-    src.frame_start, src.frame_duration = start, max(count, 1)
-    src.frame_offset = int(digits) - 1 if digits else 0  # the file number shown at `start`
+    compositor.time_image_node(src, first_file, start, count)  # the file number shown at `start` on
     mul = _node(tree, "ShaderNodeMix", "Albedo x Shading", -500, 150)
     add = _node(tree, "ShaderNodeMix", "+ Specular", -300, 150)
     for node, blend in ((mul, "MULTIPLY"), (add, "ADD")):
@@ -173,8 +171,7 @@ def build_pass_tree(scene, first_file: str, start: int, count: int):
 
 
 class PORTRAIT_RELIGHT_OT_setup_pass_compositor(bpy.types.Operator):
-    """Build a compositor tree from the active strip's relit OpenEXR passes: albedo x shading + specular
-    rebuilds the beauty, and every pass (shadow, N, P, Pref, depth, matte, ID mattes) is exposed"""
+    """Build a compositor tree of the active strip's relit EXR passes (the beauty rebuilt, all passes)"""
 
     bl_idname = "portrait_relight.setup_pass_compositor"
     bl_label = "Set Up Compositor"
@@ -197,8 +194,7 @@ class PORTRAIT_RELIGHT_OT_setup_pass_compositor(bpy.types.Operator):
 
 
 class PORTRAIT_RELIGHT_OT_setup_cg_composite(bpy.types.Operator):
-    """Make the tracked head a holdout and shadow catcher for CG (Cycles) and build the compositor tree that
-    puts the CG render and its shadows over the relit strip (or the footage)"""
+    """Make the tracked head a Cycles holdout and shadow catcher and put the CG render over the relit strip"""
 
     bl_idname = "portrait_relight.setup_cg_composite"
     bl_label = "Set Up CG Composite"

@@ -16,9 +16,8 @@ from bpy.app.handlers import persistent
 
 from . import scene_lighting
 
-_last: dict[str, np.ndarray | None] = {"sh": None}
+_last: dict = {"sh": None, "scene": None}
 _busy = {"on": False}
-_REACT_TO = {"LIGHT", "WORLD", "OBJECT", "SCENE", "NODETREE"}
 
 
 def current_sh(scene) -> np.ndarray | None:
@@ -63,6 +62,7 @@ def refresh_preview(scene, force: bool = False) -> bool:
             return False
         scene_lighting.update_preview_image(sh)
         _last["sh"] = None if sh is None else np.array(sh)
+        _last["scene"] = _scene_key(scene)
         return True
     finally:
         _busy["on"] = False
@@ -90,22 +90,64 @@ def paused():
         _busy["on"] = was
 
 
+def _scene_key(scene) -> tuple:
+    """What of the scene itself the preview depends on: its exposure and which World it uses."""
+    return (scene.name, float(scene.view_settings.exposure), getattr(scene.world, "name", None))
+
+
+def _chain(obj) -> list:
+    out = []
+    while obj is not None and obj not in out:
+        out.append(obj)
+        obj = obj.parent
+    return out
+
+
+def touches_lighting(scene, updates) -> bool:
+    """Whether depsgraph updates concern what the preview uses: a light (object or data), the World (or
+    its node tree), the head anchor (or its parents), the scene's exposure or World. Edits to anything
+    else, and the preview image's own rewrite, cost nothing."""
+    s = scene.portrait_relight
+    if s.lighting_source != "SCENE":
+        return False
+    anchor_chain = _chain(s.anchor)
+    world = scene.world
+    for u in updates:
+        idb = getattr(u.id, "original", u.id)
+        if isinstance(idb, (bpy.types.Light, bpy.types.World)):
+            return True
+        if isinstance(idb, bpy.types.Object) and (idb.type == "LIGHT" or idb in anchor_chain):
+            return True
+        if isinstance(idb, bpy.types.NodeTree) and world is not None and idb == world.node_tree:
+            return True
+        if isinstance(idb, bpy.types.Scene) and idb == scene and _scene_key(scene) != _last["scene"]:
+            return True
+    return False
+
+
 @persistent
 def _on_depsgraph(scene, depsgraph) -> None:
-    if _busy["on"]:
+    if _busy["on"] or not hasattr(scene, "portrait_relight"):
         return
-    if any(depsgraph.id_type_updated(t) for t in _REACT_TO):
+    if touches_lighting(scene, depsgraph.updates):
         refresh_preview(scene)
 
 
 @persistent
 def _on_frame(scene, depsgraph=None) -> None:
-    refresh_preview(scene)
+    """On a frame change only animated scene lighting can change the preview."""
+    from .animation import lighting_animated
+
+    if _busy["on"] or not hasattr(scene, "portrait_relight"):
+        return
+    s = scene.portrait_relight
+    if s.lighting_source == "SCENE" and lighting_animated(scene, s.anchor):
+        refresh_preview(scene)
 
 
 @persistent
 def _on_load(_dummy=None, _dummy2=None) -> None:
-    _last["sh"] = None
+    _last["sh"] = _last["scene"] = None
 
 
 _HANDLERS = (

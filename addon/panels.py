@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live_preview, operators, scene_lighting, sequencer
+from . import live_preview, operators, orbit, scene_lighting, sequencer, takes
 
 CATEGORY = "Portrait Relight"
 
@@ -34,6 +34,8 @@ def draw_main(layout, context) -> None:
             col.operator("portrait_relight.relight_strips", text=f"Relight {n_sel} Selected Strips")
         col.operator("portrait_relight.export_farm_job", icon="NETWORK_DRIVE")
     live_preview.draw_panel(layout, context)
+    layout.prop(settings, "frame_range")
+    draw_takes(layout, context)
     if settings.last_result:
         col = layout.column(align=True)
         col.label(text="Last result:")
@@ -41,6 +43,25 @@ def draw_main(layout, context) -> None:
             col.label(text=part)
     if settings.status and not settings.is_running:
         layout.label(text=settings.status, icon="ERROR")
+
+
+def draw_takes(layout, context) -> None:
+    """The relit strip of the active strip: its take (switch), its folder, the compositor."""
+    result, _source = operators.result_for(context)
+    row = layout.row(align=True)
+    if result is not None and result.get(sequencer.FOLDER_KEY):
+        take = int(result.get(sequencer.TAKE_KEY, 1))
+        n = len(takes.list_takes(bpy.path.abspath(result[sequencer.FOLDER_KEY])))
+        row.label(text=f"{result.name}: take {take} of {n}", icon="RENDERLAYERS")
+        for step, icon in ((-1, "TRIA_LEFT"), (1, "TRIA_RIGHT")):
+            sub = row.row(align=True)
+            sub.enabled = 1 <= take + step <= n
+            sub.operator("portrait_relight.switch_take", text="", icon=icon).take = max(1, take + step)
+    row.operator("portrait_relight.open_output", text="", icon="FILE_FOLDER")
+    if result is not None and result.elements[0].filename.lower().endswith(".exr"):
+        layout.operator("portrait_relight.load_exr_compositor", icon="NODE_COMPOSITING")
+    if not bpy.data.filepath:
+        layout.label(text="Unsaved file: frames go to the Cache Folder", icon="INFO")
 
 
 def draw_lighting(layout, context) -> None:
@@ -75,15 +96,23 @@ def draw_view(layout, context) -> None:
     row = layout.row(align=True)
     row.operator("portrait_relight.follow_head", icon="TRACKER")
     row.prop(s, "follow_head", text="", icon="LINKED")
+    layout.operator_menu_enum("portrait_relight.add_orbit_rig", "preset", icon="CON_FOLLOWPATH")
+    if bpy.data.objects.get(orbit.ORBIT_NAME) is not None:
+        col = layout.column(align=True)
+        for prop in ("orbit_yaw", "orbit_pitch", "orbit_roll"):
+            col.prop(s, prop)
 
 
 def draw_output(layout, context) -> None:
     """Passes, format, folder, size and background."""
     s = context.scene.portrait_relight
     layout.prop(s, "output_format")
-    col = layout.column(heading="Passes", align=True)
-    for p in ("rgba", "albedo", "shading", "normal", "depth"):
-        col.prop(s, f"pass_{p}")
+    if s.output_format == "exr":  # the engine writes every pass into each EXR, as layers
+        layout.label(text="Passes: all, as EXR layers", icon="RENDERLAYERS")
+    else:
+        col = layout.column(heading="Passes", align=True)
+        for p in ("rgba", "albedo", "shading", "normal", "depth"):
+            col.prop(s, f"pass_{p}")
     layout.prop(s, "output_dir")
     layout.prop(s, "size")
     layout.prop(s, "background")

@@ -3,51 +3,22 @@ worker's results back into a strip."""
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 
 import bpy
 import numpy as np
 
-from . import camera_sync, scene_lighting, sequencer
+from . import animation, scene_lighting, sequencer, takes
 from .properties import engine_python, get_prefs, output_root
 from .worker_client import JobState
 
 PROTOCOL_VERSION = 1
 
 
-def _safe_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "strip"
-
-
-def _animated(idblocks) -> bool:
-    """True when any of the ID blocks has an action or drivers."""
-    for idb in idblocks:
-        ad = getattr(idb, "animation_data", None) if idb is not None else None
-        if ad is not None and (ad.action is not None or len(ad.drivers) > 0):
-            return True
-    return False
-
-
-def _may_move(obj) -> bool:
-    """An object (or a parent) that is animated, driven or constrained (conservative)."""
-    chain = [obj] + list(getattr(obj, "parent_recursive", []))
-    return _animated(chain) or any(len(o.constraints) > 0 for o in chain)
-
-
-def lighting_animated(scene, anchor) -> bool:
-    """Whether the lights, World, anchor or scene (exposure) may change over time."""
-    if _animated([scene, scene.world, getattr(scene.world, "node_tree", None)]):
-        return True
-    if anchor is not None and _may_move(anchor):
-        return True
-    return any(obj.type == "LIGHT" and (_may_move(obj) or _animated([obj.data])) for obj in scene.objects)
-
-
-def lighting_spec(context, scene, settings, frames: list[int]) -> dict:
-    """The request's "lighting" for the settings' source; for scene lights the SH per timeline frame
-    (one (9, 3) when nothing is animated) plus key lights, also stored in `settings.sh`."""
+def file_lighting_spec(settings) -> dict | None:
+    """The request's "lighting" for a preset, reference image or light file; None for scene lights (their
+    SH per frame is computed by `PendingRequest.compute`)."""
     src = settings.lighting_source
     if src == "PRESET":
         if not settings.preset or settings.preset == "NONE":
@@ -60,34 +31,54 @@ def lighting_spec(context, scene, settings, frames: list[int]) -> dict:
             raise ValueError(f"{prop.replace('_', ' ').capitalize()} '{path}' does not exist; choose a file "
                              "in the Lighting panel.")
         return {"reference" if src == "REFERENCE" else "file": os.path.normpath(path)}
-    anchor = settings.anchor
-    if lighting_animated(scene, anchor) and len(frames) > 1:
-        sh, keys = scene_lighting.scene_sh_frames(scene, anchor, frames)
-        if np.allclose(sh, sh[:1], rtol=1e-6, atol=1e-9):
-            sh = sh[0]
-    else:
-        one, k = scene_lighting.scene_sh_frames(scene, anchor, frames[:1])
-        sh, keys = one[0], k
-    first = sh if sh.ndim == 2 else sh[0]
-    settings.sh = [float(v) for v in np.asarray(first).ravel()]
-    settings.sh_frames = 1 if sh.ndim == 2 else int(sh.shape[0])
-    if not np.any(first):
+    return None
+
+
+def scene_lighting_spec(snaps: list[dict]) -> dict:
+    """{"sh": (9, 3) or per frame (F, 9, 3), "key_lights": one list, or one list per frame} of the scene
+    lights' snapshots. No bpy (runs on a worker thread). ValueError when there is no light at all."""
+    sh, keys = scene_lighting.snapshots_sh(snaps)
+    if np.allclose(sh, sh[:1], rtol=1e-6, atol=1e-9):
+        sh = sh[0]
+    if not np.any(sh if sh.ndim == 2 else sh[0]):
         raise ValueError("The scene has no light at the head anchor (no visible lights, black World); add a "
                          "light or choose another lighting source.")
-    per_frame_keys = sh.ndim == 3 and any(k != keys[0] for k in keys)
+    per_frame_keys = len(keys) > 1 and any(k != keys[0] for k in keys)
     key_lights = keys if per_frame_keys else (keys[0] if keys else [])
     return {"sh": np.asarray(sh).tolist(), "key_lights": key_lights}
 
 
+def lighting_spec(context, scene, settings, frames: list[int]) -> dict:
+    """The request's "lighting" at timeline `frames`, synchronously (the Live Preview asks for one frame);
+    scene lights also update `settings.sh`."""
+    spec = file_lighting_spec(settings)
+    if spec is not None:
+        return spec
+    spec = scene_lighting_spec(animation.sample(scene, frames, anchor=settings.anchor, lights=True)["lights"])
+    sh = np.asarray(spec["sh"])
+    settings.sh = [float(v) for v in (sh if sh.ndim == 2 else sh[0]).ravel()]
+    settings.sh_frames = 1 if sh.ndim == 2 else int(sh.shape[0])
+    return spec
+
+
 def camera_spec(scene, settings, frames: list[int]) -> dict | None:
-    """The request's "camera": None for the source view, else per-frame cam2head and the FOV."""
+    """The request's "camera" at timeline `frames`: None for the source view, else per-frame cam2head and
+    the FOV."""
+    cam = _camera(scene, settings)
+    if cam is None:
+        return None
+    sampled = animation.sample(scene, frames, anchor=settings.anchor, camera=cam)
+    return {"fov_deg": sampled["fov_deg"], "cam2head": sampled["cam2head"].tolist()}
+
+
+def _camera(scene, settings):
+    """The camera of the Scene Camera view (None for the source view)."""
     if settings.view != "SCENE":
         return None
     cam = settings.camera or scene.camera
     if cam is None:
         raise ValueError("The Scene Camera view needs a camera: use Add Head Rig or set the scene camera.")
-    poses, fov = camera_sync.camera_frames(scene, cam, settings.anchor, frames)
-    return {"fov_deg": fov, "cam2head": poses.tolist()}
+    return cam
 
 
 def light_space(settings) -> str:
@@ -99,35 +90,130 @@ def light_space(settings) -> str:
 
 
 def strip_output(context, strip) -> str:
-    """The output folder of a strip: <output root>/<strip name, made safe for file names>."""
-    return os.path.join(output_root(context.scene.portrait_relight, context), _safe_name(strip.name))
+    """The folder of a strip's takes: <output root>/<scene>/<strip> (names made safe and collision-free;
+    the scene is the one whose lights and settings are used)."""
+    return takes.strip_folder(output_root(context.scene.portrait_relight, context), context.scene.name,
+                              strip.name)
+
+
+def restrict_frames(src: sequencer.StripSource, mode: str, scene) -> sequencer.StripSource:
+    """The part of a strip to relight: all of it, the frame under the playhead, or the preview range.
+    ValueError when the strip shows nothing there."""
+    if mode == "ALL":
+        return src
+    if mode == "CURRENT":
+        lo = hi = int(scene.frame_current)
+        where = f"at frame {lo}"
+    else:
+        if not scene.use_preview_range:
+            raise ValueError("The timeline has no preview range; set one (Ctrl+P in the timeline) or relight "
+                             "the whole strip.")
+        lo, hi = int(scene.frame_preview_start), int(scene.frame_preview_end)
+        where = f"in the preview range {lo}-{hi}"
+    start, end = max(lo, src.timeline_start), min(hi + 1, src.timeline_start + src.length)
+    if end <= start:
+        raise ValueError(f"Strip '{src.name}' shows no frame {where}; move the playhead or the range over "
+                         "it.")
+    off = start - src.timeline_start
+    frames = None if src.frames is None else (src.frames[0] + off, src.frames[0] + off + end - start)
+    return sequencer.StripSource(src.input, frames, start, end - start, src.name)
+
+
+_BLENDER_WORDS = (
+    (re.compile(r"use --device (\w+) or (\w+)"), r"set Device to \1 or \2 in the add-on preferences"),
+    (re.compile(r"(choose )?another folder with --out"), "choose another Output folder in the Output panel"),
+    (re.compile(r"--size (\d+)"), r"Size \1 (Output panel)"),
+    (re.compile(r"--fov ([\d.]+)"), r"the camera's field of view \1"),
+    (re.compile(r"--out\b"), "the Output folder"),
+    (re.compile(r"--device\b"), "the Device preference"),
+    (re.compile(r"--size\b"), "Size"),
+    (re.compile(r"--(yaw|pitch|roll)\b"), "the camera orbit"),
+    (re.compile(r"--light\b"), "the Lighting panel"),
+)
+
+
+def blender_words(message: str) -> str:
+    """An engine message with its command-line words replaced by the add-on's (panels, preferences)."""
+    for pattern, words in _BLENDER_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
+def frame_ranges(frames: list[int]) -> str:
+    """'3, 7-9, 12' for sorted frame numbers."""
+    out, run = [], []
+    for f in sorted(set(frames)):
+        if run and f != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(f)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(out)
+
+
+class PendingRequest:
+    """A request being prepared: `__init__` reads Blender (main thread, cheap: per-frame sampling only
+    where something is animated), `compute()` does the SH maths (no bpy; a modal run calls it on a worker
+    thread so the UI never waits on it), `finish(context)` completes the request on the main thread."""
+
+    def __init__(self, context, strip, seq_scene=None) -> None:
+        scene = context.scene
+        settings = scene.portrait_relight
+        self.scene_name = scene.name
+        self.src = restrict_frames(sequencer.strip_source(strip), settings.frame_range, scene)
+        frames = list(range(self.src.timeline_start, self.src.timeline_start + self.src.length))
+        cam = _camera(scene, settings)
+        lighting = file_lighting_spec(settings)
+        sampled = animation.sample(scene, frames, anchor=settings.anchor, lights=lighting is None, camera=cam)
+        self.snaps = sampled.get("lights")
+        self.error: Exception | None = None
+        self.req = {
+            "version": PROTOCOL_VERSION,
+            "input": self.src.input,
+            "frames": list(self.src.frames) if self.src.frames is not None else None,
+            "output": "",
+            "format": settings.output_format,
+            "passes": settings.passes(),
+            "size": int(settings.size) or None,
+            "device": get_prefs(context).device,
+            "background": settings.background,
+            "light_space": light_space(settings),
+            "resume": True,
+            "lighting": lighting,
+            "camera": None if cam is None else {"fov_deg": sampled["fov_deg"],
+                                                "cam2head": sampled["cam2head"].tolist()},
+        }
+        self.strip_dir = strip_output(context, strip)
+
+    def compute(self) -> None:
+        """The SH per frame of scene lights (thread-safe; an error is kept for `finish`)."""
+        try:
+            if self.snaps is not None:
+                self.req["lighting"] = scene_lighting_spec(self.snaps)
+        except Exception as exc:  # noqa: BLE001 - re-raised on the main thread by finish()
+            self.error = exc
+
+    def finish(self, context) -> dict:
+        """The complete request (main thread): the take folder chosen, the panel's SH updated."""
+        if self.error is not None:
+            raise self.error
+        lighting = self.req["lighting"]
+        if self.snaps is not None:
+            sh = np.asarray(lighting["sh"])
+            settings = bpy.data.scenes[self.scene_name].portrait_relight
+            settings.sh = [float(v) for v in (sh if sh.ndim == 2 else sh[0]).ravel()]
+            settings.sh_frames = 1 if sh.ndim == 2 else int(sh.shape[0])
+        self.req["output"] = takes.take_folder(self.strip_dir, takes.choose_take(self.strip_dir, self.req))
+        return self.req
 
 
 def build_request(context, strip, seq_scene=None) -> tuple[dict, sequencer.StripSource]:
-    """(request dict, strip source) for one movie/image strip. Lights and camera come from
+    """(request dict, strip source) for one movie/image strip, synchronously. Lights and camera come from
     `context.scene`, evaluated at the timeline frames the strip occupies. Raises ValueError."""
-    scene = context.scene
-    seq_scene = seq_scene or sequencer.sequencer_scene(context)
-    settings = scene.portrait_relight
-    src = sequencer.strip_source(strip)
-    frames = list(range(src.timeline_start, src.timeline_start + src.length))
-    out = strip_output(context, strip)
-    req = {
-        "version": PROTOCOL_VERSION,
-        "input": src.input,
-        "frames": list(src.frames) if src.frames is not None else None,
-        "output": out,
-        "format": settings.output_format,
-        "passes": settings.passes(),
-        "size": int(settings.size) or None,
-        "device": get_prefs(context).device,
-        "background": settings.background,
-        "light_space": light_space(settings),
-        "resume": True,
-        "lighting": lighting_spec(context, scene, settings, frames),
-        "camera": camera_spec(scene, settings, frames),
-    }
-    return req, src
+    pending = PendingRequest(context, strip, seq_scene)
+    pending.compute()
+    return pending.finish(context), pending.src
 
 
 def engine() -> str:
@@ -139,7 +225,15 @@ def engine() -> str:
     return py
 
 
-_INDEX = re.compile(r"_(\d{6})\.[A-Za-z]+$")
+def output_frames(request: dict, src: sequencer.StripSource) -> int:
+    """How many frames a request makes: the strip's frames, or for a still the number of camera poses or
+    light frames (a still with an orbit comes back as the whole orbit, as the engine renders it)."""
+    if src.frames is not None:
+        return src.frames[1] - src.frames[0]
+    cam = request.get("camera") or {}
+    sh = (request.get("lighting") or {}).get("sh")
+    n_light = len(sh) if sh is not None and np.ndim(sh) == 3 else 1
+    return max(1, len(cam.get("cam2head") or ()), n_light)
 
 
 def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> list[str]:
@@ -153,14 +247,11 @@ def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> 
             (p for p in files.values() if p.lower().endswith(".exr")), None))
         if path and os.path.isfile(path):
             found[idx] = path
-    sub = "rgba" if fmt == "png" else "exr"
-    for path in glob.glob(os.path.join(request["output"], sub, f"*.{fmt}")):
-        m = _INDEX.search(os.path.basename(path))
-        if m and int(m.group(1)) not in found:
-            found[int(m.group(1))] = path
-    first, last = src.frames if src.frames is not None else (0, 1)
+    for idx, path in takes.frame_files(request["output"], fmt).items():
+        found.setdefault(idx, path)
+    first = src.frames[0] if src.frames is not None else 0
     files = []
-    for i in range(first, last):
+    for i in range(first, first + output_frames(request, src)):
         if i not in found:
             break
         files.append(found[i])
@@ -168,10 +259,15 @@ def result_files(state: JobState, request: dict, src: sequencer.StripSource) -> 
 
 
 def load_exr_for_compositor(name: str, first_file: str):
-    """Load a multilayer EXR sequence as an image (its layers show in the compositor's Image node)."""
+    """Load (or repoint) the multilayer EXR sequence image `name` (its layers show in the compositor's
+    Image node), stored relative to a saved .blend."""
     img = bpy.data.images.get(name)
-    if img is None or bpy.path.abspath(img.filepath) != first_file:
-        img = bpy.data.images.load(first_file, check_existing=True)
+    if img is None:
+        img = bpy.data.images.load(first_file, check_existing=False)
         img.name = name
+    elif os.path.normpath(bpy.path.abspath(img.filepath)) != os.path.normpath(first_file):
+        img.filepath = first_file
+    img.filepath = sequencer.blend_path(first_file)
     img.source = "SEQUENCE"
+    img.use_fake_user = True  # kept in the saved .blend even before a compositor node uses it
     return img

@@ -51,7 +51,8 @@ REAL_SCALE_HELP = ("Scale the head anchor to metres (the face about 0.15 m wide)
 class Scene3DSettings(bpy.types.PropertyGroup):
     """Per-scene choices of the 3D Scene panel (`scene.portrait_relight_3d`)."""
 
-    solve: EnumProperty(name="Solve", default="CAMERA", items=SOLVE_ITEMS)
+    solve: EnumProperty(name="Solve", default="CAMERA", items=SOLVE_ITEMS,
+                        description="What moves in the tracked scene: the camera or the head")
     real_scale: BoolProperty(name="Real Scale", default=False, description=REAL_SCALE_HELP)
 
 
@@ -327,14 +328,14 @@ class TrackRun:
 
 
 class PORTRAIT_RELIGHT_OT_track(bpy.types.Operator):
-    """Track the active strip's head without relighting it and bring it into the scene: solved camera
-    with the footage as background, the deforming head mesh (Mesh Cache), the head anchor"""
+    """Track the active strip's head and bring it into the scene: solved camera, head mesh, head anchor"""
 
     bl_idname = "portrait_relight.track"
     bl_label = "Track Head"
     bl_options = {"REGISTER"}
 
-    solve: EnumProperty(name="Solve", default="CAMERA", items=SOLVE_ITEMS)
+    solve: EnumProperty(name="Solve", default="CAMERA", items=SOLVE_ITEMS,
+                        description="What moves in the tracked scene: the camera or the head")
     real_scale: BoolProperty(name="Real Scale", default=False, description=REAL_SCALE_HELP)
     synchronous: BoolProperty(name="Synchronous", default=False, options={"SKIP_SAVE"},
                               description="Run to completion before returning (always so in background mode)")

@@ -19,6 +19,7 @@ from ._core import core_module
 PREVIEW_IMAGE = "Portrait Relight Lit Sphere"
 PREVIEW_SIZE = 96
 PREVIEW_ALBEDO = 0.8
+PREVIEW_PEAK = 0.8  # the preview's brightest pixel: exposure-normalised, so the light's direction reads
 KEY_LIGHT_MAX_RADIUS = 0.25  # head units; softer point/spot lights are left to the SH alone
 ENV_MAX_WIDTH = 256  # environment maps are box-filtered down to this width before the SH fit
 
@@ -28,16 +29,28 @@ _env_cache: dict[tuple, np.ndarray] = {}
 # --------------------------------------------------------------------------------------------- frames
 
 
+def affine_inverse(m: np.ndarray) -> np.ndarray:
+    """(4, 4) inverse of an affine 4x4 matrix (no LAPACK call: cheap enough to run per frame)."""
+    m = np.asarray(m, dtype=np.float64)
+    a, t = m[:3, :3], m[:3, 3]
+    cof = np.stack([np.cross(a[:, 1], a[:, 2]), np.cross(a[:, 2], a[:, 0]), np.cross(a[:, 0], a[:, 1])])
+    det = float(np.dot(a[:, 0], cof[0]))
+    inv = np.eye(4)
+    inv[:3, :3] = cof / (det if abs(det) > 1e-300 else 1e-300)
+    inv[:3, 3] = -inv[:3, :3] @ t
+    return inv
+
+
 def anchor_inverse(anchor) -> np.ndarray:
     """(4, 4) world -> anchor-local matrix (identity without an anchor)."""
     if anchor is None:
         return np.eye(4)
-    return np.linalg.inv(np.array(anchor.matrix_world, dtype=np.float64))
+    return affine_inverse(np.array(anchor.matrix_world, dtype=np.float64))
 
 
-def _local(inv: np.ndarray, obj) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """An object's pose in the anchor frame: (position (3,), rotation (3, 3) orthonormal, scale (3,))."""
-    m = inv @ np.array(obj.matrix_world, dtype=np.float64)
+def _local_pose(inv: np.ndarray, world: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A world pose (4, 4) in the anchor frame: (position (3,), rotation (3, 3) orthonormal, scale (3,))."""
+    m = inv @ world
     lin = m[:3, :3]
     scale = np.linalg.norm(lin, axis=0)
     u, _, vt = np.linalg.svd(lin / np.maximum(scale, 1e-12))
@@ -45,6 +58,11 @@ def _local(inv: np.ndarray, obj) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if np.linalg.det(rot) < 0:
         rot = -rot
     return m[:3, 3].copy(), rot, scale
+
+
+def _local(inv: np.ndarray, obj) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An object's pose in the anchor frame: (position (3,), rotation (3, 3) orthonormal, scale (3,))."""
+    return _local_pose(inv, np.array(obj.matrix_world, dtype=np.float64))
 
 
 def _light_color(light) -> np.ndarray:
@@ -63,16 +81,11 @@ def _light_energy(light) -> float:
 # --------------------------------------------------------------------------------------------- lights
 
 
-def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
-    """The scene's lights as `relight_core.lights` objects in the anchor (DPR) frame, and the key lights
-    as request dicts ({type, direction|position, color, strength|power}). Scene exposure is NOT applied
-    here (see `scene_sh`). Hidden-in-render lights and zero-energy lights are skipped."""
-    L = core_module("lights")
-    inv = anchor_inverse(anchor)
-    # Blender units per head unit; a point/spot radius ignores the light object's own scale (as Cycles)
-    unit = float(np.linalg.norm(np.linalg.inv(inv)[:3, :3], axis=0).mean())
-    lights: list = []
-    keys: list[dict] = []
+def light_records(scene) -> list[dict]:
+    """Plain-data snapshot of the scene's lights at the current frame (no bpy objects inside, so it can be
+    turned into SH on another thread): type, world matrix (4, 4), energy (x the light's exposure), colour
+    and the shape parameters. Hidden-in-render and zero-energy lights are left out."""
+    recs = []
     for obj in scene.objects:
         if obj.type != "LIGHT" or obj.hide_render:
             continue
@@ -80,40 +93,75 @@ def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
         energy = _light_energy(data)
         if energy <= 0.0:
             continue
-        color = _light_color(data)
-        pos, rot, scale = _local(inv, obj)
-        emit = -rot[:, 2]  # Blender lights shine along their local -Z
-        radius = float(getattr(data, "shadow_soft_size", 0.0)) / unit
+        rec = {"type": data.type, "matrix": np.array(obj.matrix_world, dtype=np.float64), "energy": energy,
+               "color": _light_color(data), "radius": float(getattr(data, "shadow_soft_size", 0.0))}
         if data.type == "SUN":
+            rec["angle"] = float(getattr(data, "angle", 0.0))
+        elif data.type == "SPOT":
+            rec["spot_size"], rec["spot_blend"] = float(data.spot_size), float(data.spot_blend)
+        elif data.type == "AREA":
+            rec.update(shape=data.shape, size=float(data.size),
+                       size_y=float(getattr(data, "size_y", data.size)),
+                       normalize=bool(getattr(data, "normalize", True)))
+        recs.append(rec)
+    return recs
+
+
+def lights_from_records(recs: list[dict], anchor_matrix: np.ndarray) -> tuple[list, list[dict]]:
+    """`light_records` -> (`relight_core.lights` objects in the anchor (DPR) frame, key-light request
+    dicts {type, direction|position, color, strength|power}). No bpy: safe on any thread."""
+    L = core_module("lights")
+    a = np.asarray(anchor_matrix, dtype=np.float64)
+    inv = affine_inverse(a)
+    # Blender units per head unit; a point/spot radius ignores the light object's own scale (as Cycles)
+    unit = float(np.linalg.norm(a[:3, :3], axis=0).mean())
+    lights: list = []
+    keys: list[dict] = []
+    for rec in recs:
+        energy, color, kind = rec["energy"], rec["color"], rec["type"]
+        pos, rot, scale = _local_pose(inv, rec["matrix"])
+        emit = -rot[:, 2]  # Blender lights shine along their local -Z
+        radius = rec["radius"] / unit
+        if kind == "SUN":
             to_light = -emit
             lights.append(L.DirectionalLight(direction=to_light, color=color, strength=energy,
-                                             angle=float(getattr(data, "angle", 0.0))))
+                                             angle=rec["angle"]))
             keys.append({"type": "directional", "direction": to_light.tolist(), "color": color.tolist(),
                          "strength": energy})
-        elif data.type == "POINT":
-            lights.append(L.PointLight(position=pos, color=color, power=energy, radius=radius))
+        elif kind in ("POINT", "SPOT"):
+            if kind == "POINT":
+                lights.append(L.PointLight(position=pos, color=color, power=energy, radius=radius))
+            else:
+                lights.append(L.SpotLight(position=pos, direction=emit, color=color, power=energy,
+                                          spot_size=rec["spot_size"], spot_blend=rec["spot_blend"],
+                                          radius=radius))
             if radius <= KEY_LIGHT_MAX_RADIUS:
                 keys.append({"type": "point", "position": pos.tolist(), "color": color.tolist(),
                              "power": energy, "radius": radius})
-        elif data.type == "SPOT":
-            lights.append(L.SpotLight(position=pos, direction=emit, color=color, power=energy,
-                                      spot_size=float(data.spot_size), spot_blend=float(data.spot_blend),
-                                      radius=radius))
-            if radius <= KEY_LIGHT_MAX_RADIUS:
-                keys.append({"type": "point", "position": pos.tolist(), "color": color.tolist(),
-                             "power": energy, "radius": radius})
-        elif data.type == "AREA":
-            size = float(data.size) * float(scale[0])
-            size_y = float(getattr(data, "size_y", data.size)) * float(scale[1])
-            if data.shape in {"SQUARE", "DISK"}:
-                size_y = float(data.size) * float(scale[1])
+        elif kind == "AREA":
+            shape = rec["shape"]
+            size = rec["size"] * float(scale[0])
+            size_y = (rec["size"] if shape in {"SQUARE", "DISK"} else rec["size_y"]) * float(scale[1])
             power = energy
-            if not getattr(data, "normalize", True):
-                area = size * size_y * (math.pi / 4 if data.shape in {"DISK", "ELLIPSE"} else 1.0)
+            if not rec["normalize"]:
+                area = size * size_y * (math.pi / 4 if shape in {"DISK", "ELLIPSE"} else 1.0)
                 power = energy * area
-            lights.append(L.AreaLight(position=pos, rotation=rot, shape=data.shape, size=size,
-                                      size_y=size_y, color=color, power=power))
-    world = world_light(scene, anchor)
+            lights.append(L.AreaLight(position=pos, rotation=rot, shape=shape, size=size, size_y=size_y,
+                                      color=color, power=power))
+    return lights, keys
+
+
+def _anchor_matrix(anchor) -> np.ndarray:
+    return np.eye(4) if anchor is None else np.array(anchor.matrix_world, dtype=np.float64)
+
+
+def scene_lights(scene, anchor) -> tuple[list, list[dict]]:
+    """The scene's lights as `relight_core.lights` objects in the anchor (DPR) frame, and the key lights
+    as request dicts ({type, direction|position, color, strength|power}). Scene exposure is NOT applied
+    here (see `scene_sh`). Hidden-in-render lights and zero-energy lights are skipped."""
+    a = _anchor_matrix(anchor)
+    lights, keys = lights_from_records(light_records(scene), a)
+    world = world_from_record(world_record(scene), a)
     if world is not None:
         lights.append(world)
     return lights, keys
@@ -169,14 +217,13 @@ def _euler_xyz(e) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def world_light(scene, anchor):
-    """The World as a `WorldColor` or `EnvironmentMap` in the anchor frame (None when black/absent).
+def world_record(scene) -> tuple | None:
+    """Plain-data snapshot of the World's light: ("color", rgb (3,), strength) | ("env", pixels (H, W, 3),
+    strength, mapping rotation (3, 3)) | None when black or absent.
 
     Supports Background <- (colour | Environment Texture [<- Mapping rotation]) and, without nodes,
     `world.color`. The environment image keeps Blender's equirect layout (row 0 = +Z after the flip of
-    Blender's bottom-up pixel rows); its orientation comes from `environment_rotation`.
-    """
-    L = core_module("lights")
+    Blender's bottom-up pixel rows)."""
     world = scene.world
     if world is None:
         return None
@@ -184,7 +231,7 @@ def world_light(scene, anchor):
     # 5.0 always uses the node tree (`use_nodes` is deprecated there); 4.5 may use the plain colour.
     if tree is None or (bpy.app.version < (5, 0, 0) and not world.use_nodes):
         color = np.array(world.color, dtype=np.float64)
-        return L.WorldColor(color=color, strength=1.0) if color.max() > 0 else None
+        return ("color", color, 1.0) if color.max() > 0 else None
     out = _active_output(tree, "ShaderNodeOutputWorld")
     bg = _linked_from(out.inputs["Surface"]) if out is not None else None
     if bg is None or bg.bl_idname != "ShaderNodeBackground":
@@ -200,11 +247,25 @@ def world_light(scene, anchor):
             mapping = _euler_xyz(vec_src.inputs["Rotation"].default_value)
             if getattr(vec_src, "vector_type", "POINT") == "TEXTURE":
                 mapping = mapping.T
-        a_rot = np.eye(3) if anchor is None else _local(np.eye(4), anchor)[1]
-        return L.EnvironmentMap(pixels=_env_pixels(src.image), strength=strength,
-                                rotation=environment_rotation(a_rot, mapping))
+        return ("env", _env_pixels(src.image), strength, mapping)
     color = np.array(bg.inputs["Color"].default_value[:3], dtype=np.float64)
-    return L.WorldColor(color=color, strength=strength) if color.max() > 0 else None
+    return ("color", color, strength) if color.max() > 0 else None
+
+
+def world_from_record(rec: tuple | None, anchor_matrix: np.ndarray):
+    """`world_record` -> a `WorldColor` or `EnvironmentMap` in the anchor frame (None for None)."""
+    L = core_module("lights")
+    if rec is None:
+        return None
+    if rec[0] == "color":
+        return L.WorldColor(color=rec[1], strength=rec[2])
+    a_rot = _local_pose(np.eye(4), np.asarray(anchor_matrix, dtype=np.float64))[1]
+    return L.EnvironmentMap(pixels=rec[1], strength=rec[2], rotation=environment_rotation(a_rot, rec[3]))
+
+
+def world_light(scene, anchor):
+    """The World as a `WorldColor` or `EnvironmentMap` in the anchor frame (None when black/absent)."""
+    return world_from_record(world_record(scene), _anchor_matrix(anchor))
 
 
 def environment_rotation(anchor_rot: np.ndarray, mapping: np.ndarray) -> np.ndarray:
@@ -227,12 +288,23 @@ def exposure_scale(scene) -> float:
     return 2.0 ** float(scene.view_settings.exposure)
 
 
-def scene_sh(scene, anchor) -> tuple[np.ndarray, list[dict]]:
-    """(9, 3) irradiance SH of the scene lights at the anchor (DPR frame, x 2**exposure) and key lights
-    (with the exposure folded into strength/power)."""
+def light_snapshot(scene, anchor, world=None) -> dict:
+    """Everything the light at the head depends on at the current frame, as plain data: the light records,
+    the World record (`world` reuses one taken before, for a World that does not change), the anchor's
+    world matrix and the exposure scale."""
+    return {"lights": light_records(scene), "world": world_record(scene) if world is None else world,
+            "anchor": _anchor_matrix(anchor), "exposure": exposure_scale(scene)}
+
+
+def snapshot_sh(snap: dict) -> tuple[np.ndarray, list[dict]]:
+    """(9, 3) irradiance SH (DPR frame, x exposure) and key lights (exposure folded into strength/power) of
+    a `light_snapshot`. No bpy: safe on any thread."""
     L = core_module("lights")
-    lights, keys = scene_lights(scene, anchor)
-    k = exposure_scale(scene)
+    lights, keys = lights_from_records(snap["lights"], snap["anchor"])
+    world = world_from_record(snap["world"], snap["anchor"])
+    if world is not None:
+        lights.append(world)
+    k = snap["exposure"]
     sh = np.asarray(L.sh_from_lights(lights, receiver=(0.0, 0.0, 0.0)), dtype=np.float64) if lights \
         else np.zeros((9, 3))
     for key in keys:
@@ -242,19 +314,40 @@ def scene_sh(scene, anchor) -> tuple[np.ndarray, list[dict]]:
     return sh * k, keys
 
 
+def scene_sh(scene, anchor) -> tuple[np.ndarray, list[dict]]:
+    """(9, 3) irradiance SH of the scene lights at the anchor (DPR frame, x 2**exposure) and key lights
+    (with the exposure folded into strength/power), at the current frame."""
+    return snapshot_sh(light_snapshot(scene, anchor))
+
+
+def _snapshot_key(snap: dict) -> bytes:
+    parts = [np.asarray(snap["anchor"]).tobytes(), repr(snap["exposure"]).encode()]
+    for rec in snap["lights"]:
+        parts += [np.asarray(v).tobytes() if isinstance(v, np.ndarray) else repr(v).encode()
+                  for v in rec.values()]
+    return b"|".join(parts) + repr(id(snap["world"])).encode()
+
+
+def snapshots_sh(snaps: list[dict]) -> tuple[np.ndarray, list[list[dict]]]:
+    """SH (F, 9, 3) and key lights per frame of a list of `light_snapshot`s; equal snapshots are computed
+    once. No bpy: this is the part of a request that may run on a worker thread."""
+    cache: dict[bytes, tuple] = {}
+    out, keys = [], []
+    for snap in snaps:
+        key = _snapshot_key(snap)
+        if key not in cache:
+            cache[key] = snapshot_sh(snap)
+        sh, k = cache[key]
+        out.append(sh)
+        keys.append([dict(d) for d in k])
+    return np.asarray(out).reshape(len(snaps), 9, 3), keys
+
+
 def scene_sh_frames(scene, anchor, frames: list[int]) -> tuple[np.ndarray, list[list[dict]]]:
     """SH per timeline frame: (F, 9, 3) and key lights per frame. The current frame is restored."""
-    current = scene.frame_current, scene.frame_subframe
-    out, keys = [], []
-    try:
-        for f in frames:
-            scene.frame_set(int(f))
-            sh, k = scene_sh(scene, anchor)
-            out.append(sh)
-            keys.append(k)
-    finally:
-        scene.frame_set(current[0], subframe=current[1])
-    return np.asarray(out).reshape(len(frames), 9, 3), keys
+    from . import animation
+
+    return snapshots_sh(animation.sample(scene, frames, anchor=anchor, lights=True)["lights"])
 
 
 # --------------------------------------------------------------------------------------------- preview
@@ -281,7 +374,9 @@ def lit_sphere(sh: np.ndarray, size: int = PREVIEW_SIZE, albedo: float = PREVIEW
 
 
 def update_preview_image(sh: np.ndarray | None) -> bpy.types.Image:
-    """Create or update the lit-sphere preview image (float, linear) from `sh`; None -> grey sphere."""
+    """Create or update the lit-sphere preview image (float, linear) from `sh`; None -> grey sphere. The
+    sphere is exposure-normalised (brightest pixel PREVIEW_PEAK), so it shows where the light comes from
+    and its colour whatever the strength (the strength is in the panel's numbers and the render)."""
     img = bpy.data.images.get(PREVIEW_IMAGE)
     if img is None or tuple(img.size) != (PREVIEW_SIZE, PREVIEW_SIZE):
         if img is not None:
@@ -291,6 +386,9 @@ def update_preview_image(sh: np.ndarray | None) -> bpy.types.Image:
         sh = np.zeros((9, 3))
         sh[0] = 0.5 * math.pi / float(core_module("sh").sh_basis(np.array([0.0, 0.0, 1.0]))[0])
     rgba = lit_sphere(np.asarray(sh))
+    peak = float(rgba[..., :3].max())
+    if peak > 0.0:
+        rgba[..., :3] *= PREVIEW_PEAK / peak
     img.pixels.foreach_set(rgba.ravel())
     img.update()
     preview = img.preview_ensure() if hasattr(img, "preview_ensure") else None

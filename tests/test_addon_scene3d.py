@@ -52,7 +52,9 @@ def tracked(fixtures_dir, tmp_path_factory):
         s.output_dir = str(out)
         s.size = 512
         assert bpy.ops.portrait_relight.track(synchronous=True) == {"FINISHED"}, s.last_result
-        yield sc, strip, out / "talk"
+        from portrait_relight import request
+
+        yield sc, strip, Path(request.strip_output(bpy.context, strip))  # <out>/<scene>/<strip>
     prefs.engine_python = ""
 
 
