@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from . import live_preview, operators, orbit, scene_lighting, sequencer, takes
+from .properties import PASSES
 
 CATEGORY = "Portrait Relight"
 
@@ -111,7 +112,7 @@ def draw_output(layout, context) -> None:
         layout.label(text="Passes: all, as EXR layers", icon="RENDERLAYERS")
     else:
         col = layout.column(heading="Passes", align=True)
-        for p in ("rgba", "albedo", "shading", "normal", "depth"):
+        for p in PASSES:
             col.prop(s, f"pass_{p}")
     layout.prop(s, "output_dir")
     layout.prop(s, "size")

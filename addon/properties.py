@@ -21,7 +21,7 @@ from bpy.props import (
 from ._core import core_module, installed_wheels_dir, repo_root
 from .worker_client import Engine, chosen_engine, default_engine
 
-PASSES = ("rgba", "albedo", "shading", "normal", "depth")
+PASSES = ("rgba", "albedo", "shading", "normal", "depth", "specular", "shadow", "P", "matte", "id")
 _preset_items_cache: list = []
 
 
@@ -143,6 +143,16 @@ class PortraitRelightSettings(bpy.types.PropertyGroup):
                               description="Surface normals of the head in the output camera (0..1)")
     pass_depth: BoolProperty(name="Depth", default=False,
                              description="Distance from the output camera in head units")
+    pass_specular: BoolProperty(name="Specular", default=False,
+                                description="The key lights' highlights alone (linear; beauty = albedo x "
+                                            "shading + specular)")
+    pass_shadow: BoolProperty(name="Key Shadow", default=False,
+                              description="Where the key lights are blocked (0 shadowed .. 1 lit)")
+    pass_P: BoolProperty(name="Position", default=False,
+                         description="Camera-space position of each pixel in head units (16-bit PNG)")
+    pass_matte: BoolProperty(name="Person Matte", default=False, description="The person's alpha matte")
+    pass_id: BoolProperty(name="ID Mattes", default=False,
+                          description="Region index per pixel: skin, eyes, brows, lips, rest of the head")
     output_format: EnumProperty(
         name="Format", default="png", description="File format of the relit frames and passes",
         items=[("png", "PNG", "8-bit sRGB PNG per pass and frame"),
