@@ -51,6 +51,18 @@ def _per_frame(values: Any, n: int, name: str) -> np.ndarray:
     return arr
 
 
+def is_input_camera(new_from_input: np.ndarray, kk: tuple, k_in: tuple, distance: float) -> bool:
+    """True when a camera (pose relative to the input camera, 4x4, and intrinsics (fx, fy, cx, cy) px)
+    is the input camera (k_in) to within 0.01 degrees, 1e-4 of the head's distance and 0.1 px: its
+    frame is the input view, rendered without re-projecting the surface."""
+    r = new_from_input[:3, :3]
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(np.trace(r)) - 1.0) / 2.0))))
+    moved = float(np.linalg.norm(new_from_input[:3, 3]))
+    focal = max(abs(kk[0] - k_in[0]), abs(kk[1] - k_in[1]))
+    centre = max(abs(kk[2] - k_in[2]), abs(kk[3] - k_in[3]))
+    return angle < 0.01 and moved < 1e-4 * max(distance, 1e-6) and focal < 0.1 and centre < 0.1
+
+
 class ViewPlan:
     """Per output frame k: the view (None = input view) as new_from_input 4x4 and intrinsics.
 
@@ -102,7 +114,10 @@ class ViewPlan:
         h, w = hw
         fy = 0.5 * h / math.tan(math.radians(self.fov) / 2)
         kk = (fy, fy, w / 2.0, h / 2.0)
-        return np.linalg.inv(c2h) @ c2h_in, kk, c2h
+        new_from_input = np.linalg.inv(c2h) @ c2h_in
+        if is_input_camera(new_from_input, kk, k_in, float(np.linalg.norm(cam_from_head[:3, 3]))):
+            return None  # the source camera itself (e.g. an orbit's first frame): no re-projection
+        return new_from_input, kk, c2h
 
     def describe(self, k: int, c2h: np.ndarray | None) -> dict:
         if self.kind == "orbit":

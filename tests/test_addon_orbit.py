@@ -103,9 +103,6 @@ def test_still_offsets_add_to_the_keys(studio, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="engine: a Scene Camera view equal to the source camera still goes "
-                   "through the novel-view re-projection (measured 29.0 dB in the matte, 33 dB 2 px inside "
-                   "it); the request's frame-1 pose equals the source pose to 1e-6 (fast test above)")
 def test_first_orbit_frame_renders_the_source_view(studio, tmp_path, astronaut):
     """With the real engine: a still (the astronaut) relit from its own view, then Orbit from Shot
     (turntable) relit through the Scene Camera: the orbit's first frame equals the source-view frame,

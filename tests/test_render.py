@@ -479,3 +479,18 @@ def test_a_lone_point_from_another_surface_is_dropped_from_the_splat() -> None:
     assert not hit[12, 10]
     hit[12, 10] = True
     assert (hit == before).all()
+
+
+def test_a_view_equal_to_the_input_camera_is_the_input_view():
+    """An absolute camera that is the input camera (e.g. an orbit rig's first frame) renders as the input
+    view, without re-projection; a camera turned by 0.5 degrees is a novel view."""
+    cam_from_head = np.eye(4)
+    cam_from_head[:3, 3] = (0.02, -0.05, -2.7)
+    k_in = (600.0, 600.0, 256.0, 256.0)
+    fov = np.degrees(2 * np.arctan(0.5 * 512 / 600.0))
+    c2h = np.linalg.inv(cam_from_head)
+    same = views.ViewPlan({"fov_deg": fov, "cam2head": c2h}, 1)
+    assert same.view(0, cam_from_head, k_in, (512, 512)) is None
+    new_from_input = views.ViewPlan({"yaw": 0.5}, 1).view(0, cam_from_head, k_in, (512, 512))[0]
+    turned = views.ViewPlan({"fov_deg": fov, "cam2head": c2h @ np.linalg.inv(new_from_input)}, 1)
+    assert turned.view(0, cam_from_head, k_in, (512, 512)) is not None
