@@ -38,8 +38,10 @@ resampling of `d66a885`; it falls as MediaPipe reads a face deeper, see the READ
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -422,6 +424,32 @@ class ArrayFootage:
             yield i, self.read(i)
 
 
+TRIM_EVERY = 100  # frames between `release_free_heap` calls while tracking
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+def release_free_heap() -> bool:
+    """Hand freed heap memory back to the OS (glibc `malloc_trim`) -> True when done.
+
+    Tracking allocates and frees frame-sized buffers of several sizes on several threads (MediaPipe's and
+    ours); glibc keeps the freed memory in its arenas, which grew the process by ~0.1 MB a frame although
+    nothing was leaked (3,000 frames: +280 MB). Trimming every `TRIM_EVERY` frames keeps it flat."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 class FrameStore:
     """Per-frame arrays of one shape and dtype kept in an anonymous temporary file instead of memory, so
     that tracking a long clip does not grow the process (`analyze_footage`): `append` one frame at a
@@ -764,6 +792,8 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
                     head_seg = PersonMatte()
                 head_store.append(np.zeros((HEAD_MATTE_SIZE,) * 2) if box is None else np.round(
                     head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0))
+            if done % TRIM_EVERY == 0:
+                release_free_heap()
             if progress is not None:
                 progress(done, n_total)
     finally:
@@ -812,6 +842,7 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         matte_arr = np.full((n, mh, mw), 255, np.uint8)
     box_arr = np.stack(boxes) if boxes and any(b[2] > b[0] for b in boxes) else None
     # the crops follow the head, so neighbouring frames' head mattes line up in crop coordinates
+    release_free_heap()  # the per-frame work above is done; its freed buffers go back to the OS
     head_arr = None if box_arr is None else _smooth_matte(
         head_store.array(), box_arr[:, 2] > box_arr[:, 0],
         out=FrameStore.empty(n, (HEAD_MATTE_SIZE, HEAD_MATTE_SIZE), np.uint8))
