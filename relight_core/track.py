@@ -593,19 +593,53 @@ class Analysis:
     @classmethod
     def load(cls, path: str) -> Analysis:
         """Read an analysis written by `save`; UserError when the file is not one or from another version."""
+        import zipfile
+
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{path} is not a readable analysis file ({exc}); run `relight-core analyze` "
-                            "again.") from exc
+            with zipfile.ZipFile(path) as zf:
+                arrays = {info.filename[:-4]: _read_member(zf, info) for info in zf.infolist()
+                          if info.filename.endswith(".npy")}
+            meta = json.loads(str(arrays.pop("meta")))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise UserError(f"{path} is not a readable analysis file ({type(exc).__name__}); run "
+                            "`relight-core analyze` again.") from None
         if meta.get("version") != ANALYSIS_VERSION:
             raise UserError(f"{path} is an analysis of version {meta.get('version')}, this engine reads "
                             f"version {ANALYSIS_VERSION}; run `relight-core analyze` again.")
         return cls(width=int(meta["width"]), height=int(meta["height"]), fps=float(meta["fps"]),
                    fov_deg=float(meta["fov_deg"]), warnings=list(meta["warnings"]), name=meta.get("name", ""),
                    source=dict(meta.get("source") or {}), **arrays)
+
+
+PER_FRAME_ON_DISK = ("matte", "head_matte", "landmarks", "landmarks_raw")  # `_read_member` streams these
+
+
+def _read_member(zf, info) -> np.ndarray:
+    """One .npy member of an analysis zip -> array. The large per-frame arrays (`PER_FRAME_ON_DISK`) are
+    decompressed frame by frame into a disk-backed `FrameStore.empty`, so loading the analysis of a long
+    clip does not hold its mattes in memory; the others are read whole."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject or fortran:
+            raise ValueError("unexpected array layout")
+        if info.filename[:-4] in PER_FRAME_ON_DISK and len(shape) >= 2 and shape[0] > 0:
+            out = FrameStore.empty(shape[0], shape[1:], dtype)
+            row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            for i in range(shape[0]):
+                out[i] = np.frombuffer(_read_exactly(f, row), dtype).reshape(shape[1:])
+            return out
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(_read_exactly(f, count * dtype.itemsize), dtype, count).reshape(shape).copy()
+
+
+def _read_exactly(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError("the analysis file ends early")
+    return data
 
 
 def _interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
