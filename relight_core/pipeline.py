@@ -259,6 +259,7 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     settings = outputs.as_json(render_settings(job, footage, out_indices[0]))
     sid = manifest.settings_id(settings)
     book = manifest.Manifest(out, layout.manifest_file(out))
+    book.compact()
     files_of = [outputs.frame_paths(out, stem, i, job.passes, job.format) for i in out_indices]
     trusted = [book.trusted(i, sid, f) if job.resume and c else None
                for i, f, c in zip(out_indices, files_of, in_chunk, strict=True)]
