@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from relight_core import layout, lighting, lock, manifest, outputs, session, views
+from relight_core import layout, lighting, lock, manifest, outputs, session, track, views
 from relight_core.errors import UserError
 
 PASSES = outputs.PASSES
@@ -366,6 +366,8 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state = None
         timings["decode"] += time.perf_counter() - t0
         idx = out_indices[k]
+        if k % track.PAGE_RELEASE_EVERY == 0:  # a long clip's mattes, read once, do not stay resident
+            track.release_pages(*(getattr(analysis, name) for name in track.PER_FRAME_ON_DISK))
         if done_flags[k] and not analyse_only[k]:
             if trusted[k] is not None and not still and not clip.light.complete:
                 _replay_light(clip.light, clip.row(source_index), trusted[k])

@@ -450,6 +450,21 @@ def release_free_heap() -> bool:
     return True
 
 
+PAGE_RELEASE_EVERY = 256  # frames of a disk-backed store between `release_pages` calls
+
+
+def release_pages(*arrays: np.ndarray | None) -> None:
+    """Drop the resident pages of disk-backed arrays (`FrameStore`'s np.memmap) from this process: the
+    data stays in its file (and the OS's cache), so a long clip's mattes read once are not counted
+    against the process (without this, reading every frame's matte once keeps them all resident)."""
+    import mmap
+
+    for a in arrays:
+        m = getattr(a, "_mmap", None)
+        if m is not None and hasattr(m, "madvise"):
+            m.madvise(mmap.MADV_DONTNEED)
+
+
 class FrameStore:
     """Per-frame arrays of one shape and dtype kept in an anonymous temporary file instead of memory, so
     that tracking a long clip does not grow the process (`analyze_footage`): `append` one frame at a
@@ -583,12 +598,13 @@ class Analysis:
         dtypes = {"landmarks": np.float32, "landmarks_raw": np.float32, "matte": np.uint8,
                   "head_matte": np.uint8}
         with open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
-                arr = np.asarray(arr)
+            for name, value in arrays.items():
+                arr = np.asarray(value)
                 if name in dtypes and arr.dtype != dtypes[name]:
                     arr = arr.astype(dtypes[name])
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, arr, allow_pickle=False)
+                release_pages(value)
 
     @classmethod
     def load(cls, path: str) -> Analysis:
@@ -630,6 +646,9 @@ def _read_member(zf, info) -> np.ndarray:
             row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
             for i in range(shape[0]):
                 out[i] = np.frombuffer(_read_exactly(f, row), dtype).reshape(shape[1:])
+                if i % PAGE_RELEASE_EVERY == 0:
+                    release_pages(out)
+            release_pages(out)
             return out
         count = int(np.prod(shape, dtype=np.int64))
         return np.frombuffer(_read_exactly(f, count * dtype.itemsize), dtype, count).reshape(shape).copy()
@@ -686,6 +705,8 @@ def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None,
     if out is None:
         out = np.empty(matte.shape, np.uint8)
     for i in range(n):
+        if i % PAGE_RELEASE_EVERY == 0:
+            release_pages(matte, out)
         m = np.asarray(matte[i])
         if not has[i]:
             out[i] = m
@@ -693,6 +714,7 @@ def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None,
         a = matte[i - 1] if i > 0 and has[i - 1] else m
         c = matte[i + 1] if i < n - 1 and has[i + 1] else m
         out[i] = ((a.astype(np.uint16) + 2 * m.astype(np.uint16) + c + 2) // 4).astype(np.uint8)
+    release_pages(matte, out)
     return out
 
 
@@ -880,6 +902,7 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
     head_arr = None if box_arr is None else _smooth_matte(
         head_store.array(), box_arr[:, 2] > box_arr[:, 0],
         out=FrameStore.empty(n, (HEAD_MATTE_SIZE, HEAD_MATTE_SIZE), np.uint8))
+    release_pages(lm_raw, matte_arr, head_arr)
     return Analysis(width=w, height=h, fps=fps, frame_indices=np.array(indices, dtype=np.int64),
                     landmarks=lm, landmarks_raw=lm_raw, valid=valid,
                     cam_from_head=poses, K=k, fov_deg=fov, matte=matte_arr, face_count=counts_a,
