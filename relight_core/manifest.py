@@ -43,6 +43,19 @@ class Manifest:
                 self.entries[int(entry["index"])] = entry
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a kill, or not ours
+        self.lines = len(lines)
+
+    def compact(self) -> None:
+        """Rewrite the file with one line per frame when superseded lines make up most of it (only by the
+        run that holds the folder's lock)."""
+        from relight_core import io
+
+        if self.lines <= 2 * len(self.entries) + 16:
+            return
+        with io.atomic_write(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n"
+                                   for _, e in sorted(self.entries.items())), encoding="utf-8")
+        self.lines = len(self.entries)
 
     def trusted(self, index: int, sid: str, files: dict[str, Path]) -> dict | None:
         """The entry of frame `index` when it was made with settings `sid` and each of `files` (pass ->

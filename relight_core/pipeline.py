@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from relight_core import layout, lighting, lock, manifest, outputs, session, views
+from relight_core import layout, lighting, lock, manifest, outputs, session, track, views
 from relight_core.errors import UserError
 
 PASSES = outputs.PASSES
@@ -259,6 +259,7 @@ def _run_frames(job: RelightJob, clip: session.ClipSession, target, plan: views.
     settings = outputs.as_json(render_settings(job, footage, out_indices[0]))
     sid = manifest.settings_id(settings)
     book = manifest.Manifest(out, layout.manifest_file(out))
+    book.compact()
     files_of = [outputs.frame_paths(out, stem, i, job.passes, job.format) for i in out_indices]
     trusted = [book.trusted(i, sid, f) if job.resume and c else None
                for i, f, c in zip(out_indices, files_of, in_chunk, strict=True)]
@@ -365,6 +366,8 @@ def _relight_frames(job: RelightJob, clip: session.ClipSession, look: session.Lo
             state = None
         timings["decode"] += time.perf_counter() - t0
         idx = out_indices[k]
+        if k % track.PAGE_RELEASE_EVERY == 0:  # a long clip's mattes, read once, do not stay resident
+            track.release_pages(*(getattr(analysis, name) for name in track.PER_FRAME_ON_DISK))
         if done_flags[k] and not analyse_only[k]:
             if trusted[k] is not None and not still and not clip.light.complete:
                 _replay_light(clip.light, clip.row(source_index), trusted[k])

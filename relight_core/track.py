@@ -38,8 +38,10 @@ resampling of `d66a885`; it falls as MediaPipe reads a face deeper, see the READ
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -422,6 +424,48 @@ class ArrayFootage:
             yield i, self.read(i)
 
 
+TRIM_EVERY = 100  # frames between `release_free_heap` calls while tracking
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6") if sys.platform.startswith("linux") else None
+    except OSError:
+        return None
+
+
+def release_free_heap() -> bool:
+    """Hand freed heap memory back to the OS (glibc `malloc_trim`) -> True when done.
+
+    Tracking allocates and frees frame-sized buffers of several sizes on several threads (MediaPipe's and
+    ours), and glibc may keep freed memory in its arenas; trimming every `TRIM_EVERY` frames (~1 ms) keeps
+    that from adding up over a long clip. A precaution: the growth of ~0.1 MB a frame measured before was
+    the per-frame lists that `FrameStore` replaced."""
+    libc = _libc()
+    if libc is None or not hasattr(libc, "malloc_trim"):
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+PAGE_RELEASE_EVERY = 256  # frames of a disk-backed store between `release_pages` calls
+
+
+def release_pages(*arrays: np.ndarray | None) -> None:
+    """Drop the resident pages of disk-backed arrays (`FrameStore`'s np.memmap) from this process: the
+    data stays in its file (and the OS's cache), so a long clip's mattes read once are not counted
+    against the process (without this, reading every frame's matte once keeps them all resident)."""
+    import mmap
+
+    for a in arrays:
+        m = getattr(a, "_mmap", None)
+        if m is not None and hasattr(m, "madvise"):
+            m.madvise(mmap.MADV_DONTNEED)
+
+
 class FrameStore:
     """Per-frame arrays of one shape and dtype kept in an anonymous temporary file instead of memory, so
     that tracking a long clip does not grow the process (`analyze_footage`): `append` one frame at a
@@ -555,29 +599,67 @@ class Analysis:
         dtypes = {"landmarks": np.float32, "landmarks_raw": np.float32, "matte": np.uint8,
                   "head_matte": np.uint8}
         with open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-            for name, arr in arrays.items():
-                arr = np.asarray(arr)
+            for name, value in arrays.items():
+                arr = np.asarray(value)
                 if name in dtypes and arr.dtype != dtypes[name]:
                     arr = arr.astype(dtypes[name])
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, arr, allow_pickle=False)
+                release_pages(value)
 
     @classmethod
     def load(cls, path: str) -> Analysis:
         """Read an analysis written by `save`; UserError when the file is not one or from another version."""
+        import zipfile
+
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{path} is not a readable analysis file ({exc}); run `relight-core analyze` "
-                            "again.") from exc
+            with zipfile.ZipFile(path) as zf:
+                arrays = {info.filename[:-4]: _read_member(zf, info) for info in zf.infolist()
+                          if info.filename.endswith(".npy")}
+            meta = json.loads(str(arrays.pop("meta")))
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise UserError(f"{path} is not a readable analysis file ({type(exc).__name__}); run "
+                            "`relight-core analyze` again.") from None
         if meta.get("version") != ANALYSIS_VERSION:
             raise UserError(f"{path} is an analysis of version {meta.get('version')}, this engine reads "
                             f"version {ANALYSIS_VERSION}; run `relight-core analyze` again.")
         return cls(width=int(meta["width"]), height=int(meta["height"]), fps=float(meta["fps"]),
                    fov_deg=float(meta["fov_deg"]), warnings=list(meta["warnings"]), name=meta.get("name", ""),
                    source=dict(meta.get("source") or {}), **arrays)
+
+
+PER_FRAME_ON_DISK = ("matte", "head_matte", "landmarks", "landmarks_raw")  # `_read_member` streams these
+
+
+def _read_member(zf, info) -> np.ndarray:
+    """One .npy member of an analysis zip -> array. The large per-frame arrays (`PER_FRAME_ON_DISK`) are
+    decompressed frame by frame into a disk-backed `FrameStore.empty`, so loading the analysis of a long
+    clip does not hold its mattes in memory; the others are read whole."""
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        if dtype.hasobject or fortran:
+            raise ValueError("unexpected array layout")
+        if info.filename[:-4] in PER_FRAME_ON_DISK and len(shape) >= 2 and shape[0] > 0:
+            out = FrameStore.empty(shape[0], shape[1:], dtype)
+            row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            for i in range(shape[0]):
+                out[i] = np.frombuffer(_read_exactly(f, row), dtype).reshape(shape[1:])
+                if i % PAGE_RELEASE_EVERY == 0:
+                    release_pages(out)
+            release_pages(out)
+            return out
+        count = int(np.prod(shape, dtype=np.int64))
+        return np.frombuffer(_read_exactly(f, count * dtype.itemsize), dtype, count).reshape(shape).copy()
+
+
+def _read_exactly(f, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError("the analysis file ends early")
+    return data
 
 
 def _interpolate_invalid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -624,6 +706,8 @@ def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None,
     if out is None:
         out = np.empty(matte.shape, np.uint8)
     for i in range(n):
+        if i % PAGE_RELEASE_EVERY == 0:
+            release_pages(matte, out)
         m = np.asarray(matte[i])
         if not has[i]:
             out[i] = m
@@ -631,6 +715,7 @@ def _smooth_matte(matte: np.ndarray, present: np.ndarray | None = None,
         a = matte[i - 1] if i > 0 and has[i - 1] else m
         c = matte[i + 1] if i < n - 1 and has[i + 1] else m
         out[i] = ((a.astype(np.uint16) + 2 * m.astype(np.uint16) + c + 2) // 4).astype(np.uint8)
+    release_pages(matte, out)
     return out
 
 
@@ -764,6 +849,8 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
                     head_seg = PersonMatte()
                 head_store.append(np.zeros((HEAD_MATTE_SIZE,) * 2) if box is None else np.round(
                     head_seg.process(img8[box[1]:box[3], box[0]:box[2]], (HEAD_MATTE_SIZE,) * 2) * 255.0))
+            if done % TRIM_EVERY == 0:
+                release_free_heap()
             if progress is not None:
                 progress(done, n_total)
     finally:
@@ -812,9 +899,11 @@ def analyze_footage(footage, progress: Callable[..., None] | None = None, fov_de
         matte_arr = np.full((n, mh, mw), 255, np.uint8)
     box_arr = np.stack(boxes) if boxes and any(b[2] > b[0] for b in boxes) else None
     # the crops follow the head, so neighbouring frames' head mattes line up in crop coordinates
+    release_free_heap()  # the per-frame work above is done; its freed buffers go back to the OS
     head_arr = None if box_arr is None else _smooth_matte(
         head_store.array(), box_arr[:, 2] > box_arr[:, 0],
         out=FrameStore.empty(n, (HEAD_MATTE_SIZE, HEAD_MATTE_SIZE), np.uint8))
+    release_pages(lm_raw, matte_arr, head_arr)
     return Analysis(width=w, height=h, fps=fps, frame_indices=np.array(indices, dtype=np.int64),
                     landmarks=lm, landmarks_raw=lm_raw, valid=valid,
                     cam_from_head=poses, K=k, fov_deg=fov, matte=matte_arr, face_count=counts_a,

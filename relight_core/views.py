@@ -39,6 +39,8 @@ def _per_frame(values: Any, n: int, name: str) -> np.ndarray:
             a, b = (float(v) for v in values.split(":"))
         except ValueError:
             raise UserError(f"Camera '{name}' value '{values}' is not a number or START:END.") from None
+        if not (math.isfinite(a) and math.isfinite(b)):
+            raise UserError(f"Camera '{name}' must be finite degrees, not '{values}'.")
         return np.linspace(a, b, n) if n > 1 else np.array([a])
     try:
         arr = np.atleast_1d(np.asarray(values if values is not None else 0.0, dtype=np.float64))

@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 96
 
 
-def write_clip(folder: Path, astronaut: np.ndarray, n: int = 4, shift: int = 0) -> Path:
+def write_clip(folder: Path, astronaut: np.ndarray, n: int = 4, shift: int = 0, ext: str = "png") -> Path:
     """An image-sequence folder of n frames: the astronaut's head moving right by 3 px a frame."""
     folder.mkdir(parents=True, exist_ok=True)
     for k in range(n):
         crop = astronaut[20:276, 100 + 3 * k + shift:356 + 3 * k + shift]
-        cv2.imwrite(str(folder / f"f_{k:04d}.png"), cv2.resize(crop, (SIZE, SIZE))[:, :, ::-1])
+        cv2.imwrite(str(folder / f"f_{k:04d}.{ext}"), cv2.resize(crop, (SIZE, SIZE))[:, :, ::-1])
     return folder
 
 
@@ -62,13 +62,13 @@ def test_engine_files_live_in_a_hidden_folder(tmp_path, clip):
 
 def test_a_frame_overwritten_in_a_sequence_renders_again(tmp_path, astronaut, clip):
     """Same names, same sizes, same mtimes: only the content says that frame 2 changed."""
-    seq = write_clip(tmp_path / "seq", np.asarray(astronaut))
+    seq = write_clip(tmp_path / "seq", np.asarray(astronaut), ext="bmp")  # uncompressed: sizes stay equal
     out = tmp_path / "o"
     relight(seq, out, resume=True)
-    victim = seq / "f_0002.png"
+    victim = seq / "f_0002.bmp"
     st = victim.stat()
-    other = cv2.flip(cv2.imread(str(victim)), 1)  # the mirrored frame: same size on disk is not needed
-    cv2.imwrite(str(victim), other)
+    cv2.imwrite(str(victim), cv2.flip(cv2.imread(str(victim)), 1))  # the mirrored frame
+    assert victim.stat().st_size == st.st_size
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     rep = relight(seq, out, resume=True)
     assert rep["analysis"]["cached"] is False and rep["totals"]["written"] == 4
