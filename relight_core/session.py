@@ -615,7 +615,7 @@ class ClipSession:
         self.analysis = None
         self.analysis_cached = False
         self.light: InputLightTrack | None = None
-        self._cache: collections.OrderedDict[tuple, FrameState] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple, tuple[FrameState, int]] = collections.OrderedDict()
         self._cached_bytes = 0
         self._reader = None
         self._sizes: dict[int, ClipSession] = {}
@@ -701,20 +701,27 @@ class ClipSession:
     # -- frames and their cached intermediates
 
     def _remember(self, state: FrameState, img: np.ndarray) -> None:
+        """Cache a frame's state (again, when it grew: its stabilised albedo), counted at its size now;
+        the least recently used states go while the cache is over its bound."""
         key = (state.row, img.shape[0], img.shape[1])
         if key in self._cache:
-            self._cached_bytes -= self._cache.pop(key).nbytes
+            self._cached_bytes -= self._cache.pop(key)[1]
         if self.cache_bytes <= 0:
             return
-        self._cache[key] = state
-        self._cached_bytes += state.nbytes
+        size = state.nbytes
+        self._cache[key] = (state, size)
+        self._cached_bytes += size
         while self._cached_bytes > self.cache_bytes and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cached_bytes -= old.nbytes
+            _, (_old, old_size) = self._cache.popitem(last=False)
+            self._cached_bytes -= old_size
 
     @property
     def cached_mb(self) -> float:
         return self._cached_bytes / float(1 << 20)
+
+    def held_mb(self) -> float:
+        """What the cached states hold now, counted afresh (MB; `cached_mb` is the running count)."""
+        return sum(state.nbytes for state, _ in self._cache.values()) / float(1 << 20)
 
     def _decode(self, row: int) -> np.ndarray:
         from relight_core import io
@@ -731,7 +738,7 @@ class ClipSession:
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
-            return hit, True
+            return hit[0], True
         t = time.perf_counter()
         img = self._decode(row)
         timings["decode"] += time.perf_counter() - t
@@ -761,6 +768,7 @@ class ClipSession:
             out = flt(value, s.img, s.alpha > 0.02)
             timings["temporal"] += time.perf_counter() - t
         state.stable_albedo = out
+        self._remember(state, state.img)  # counted again at its new size
         return out
 
     def render(self, index: int, look: Look, timings: dict | None = None
