@@ -11,6 +11,9 @@ while the head itself stays out of the Combined pass (transparent film). The com
 multiplies the plate (the relit strip when there is one, else the footage: a frame-aligned MovieClip,
 scaled to the render size) by the Shadow Catcher pass and lays the CG render over it (Alpha Over).
 The view transform is set to Standard so that the plate comes out as it went in.
+
+Both trees are built alike in Blender 4.5 (the scene's node tree, Composite output, MixRGB, settings as node
+properties) and 5.0 (a compositor node group, Group Output, Mix, settings as input sockets).
 """
 
 from __future__ import annotations
@@ -74,40 +77,69 @@ def _socket(sockets, identifier: str):
     return next(s for s in sockets if s.identifier == identifier)
 
 
-def compositor_group(scene, name: str):
-    """The scene's compositor node group (made, named `name`, and assigned when the scene has none)."""
-    tree = scene.compositing_node_group
-    if tree is None:
-        tree = bpy.data.node_groups.get(name) or bpy.data.node_groups.new(name, "CompositorNodeTree")
-        scene.compositing_node_group = tree
-    if not any(s.in_out == "OUTPUT" and s.name == "Image" for s in tree.interface.items_tree):
-        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
-    return tree
+def compositor_group(scene, name: str, replace: bool = False) -> tuple:
+    """(the tree to build in, the input socket that is its result). 5.0: the scene's compositor node group,
+    or the group `name` (made when missing) when the scene has none or `replace`; 4.5: the scene's node
+    tree (compositing switched on) with its Composite node."""
+    if not compositor.is_legacy() and (replace or scene.compositing_node_group is None):
+        scene.compositing_node_group = (bpy.data.node_groups.get(name)
+                                        or bpy.data.node_groups.new(name, "CompositorNodeTree"))
+    tree, _fresh = compositor.compositor_tree(scene)
+    return tree, compositor.output_socket(tree)
+
+
+def _option(node, socket: str, value: str, prop: str, enum: str) -> None:
+    """A node setting: the menu input `socket` set to `value` in 5.0, the property `prop` to `enum` in 4.5."""
+    if compositor.is_legacy():
+        setattr(node, prop, enum)
+    else:
+        node.inputs[socket].default_value = value
+
+
+def _mix(tree, name: str, blend: str, x: float, y: float) -> tuple:
+    """A colour Mix node `name` at factor 1, unclamped -> (input A, input B, result). The compositor's mix is
+    MixRGB in 4.5 and the shared Mix node (RGBA) in 5.0."""
+    if compositor.is_legacy():
+        node = _node(tree, "CompositorNodeMixRGB", name, x, y)
+        node.blend_type, node.use_clamp = blend, False
+        node.inputs["Fac"].default_value = 1.0
+        return _socket(node.inputs, "Image"), _socket(node.inputs, "Image_001"), node.outputs["Image"]
+    node = _node(tree, "ShaderNodeMix", name, x, y)
+    node.data_type, node.blend_type, node.clamp_result = "RGBA", blend, False
+    _socket(node.inputs, "Factor_Float").default_value = 1.0
+    return (_socket(node.inputs, "A_Color"), _socket(node.inputs, "B_Color"),
+            _socket(node.outputs, "Result_Color"))
+
+
+def _alpha_over_inputs(node) -> tuple:
+    """(background, foreground) inputs of an Alpha Over node (two sockets named Image in 4.5)."""
+    if compositor.is_legacy():
+        return _socket(node.inputs, "Image"), _socket(node.inputs, "Image_001")
+    return node.inputs["Background"], node.inputs["Foreground"]
 
 
 def build_cg_tree(scene, clip):
-    """Plate x Shadow Catcher pass, CG over it -> the group's Image output and a Viewer."""
-    tree = compositor_group(scene, CG_GROUP)
+    """Plate x Shadow Catcher pass, CG over it -> the compositor's output and a Viewer."""
+    tree, out = compositor_group(scene, CG_GROUP)
     links = tree.links
     layers = _node(tree, "CompositorNodeRLayers", "CG Render", -600, 200)
     layers.scene = scene
     plate = _node(tree, "CompositorNodeMovieClip", "Plate", -800, -100)
     plate.clip = clip
     fit = _node(tree, "CompositorNodeScale", "Plate to Render Size", -600, -100)
-    fit.inputs["Type"].default_value = "Render Size"
-    fit.inputs["Frame Type"].default_value = "Stretch"
-    shadow = _node(tree, "ShaderNodeMix", "Plate x Shadow", -300, 0)
-    shadow.data_type, shadow.blend_type = "RGBA", "MULTIPLY"
-    _socket(shadow.inputs, "Factor_Float").default_value = 1.0
+    _option(fit, "Type", "Render Size", "space", "RENDER_SIZE")
+    _option(fit, "Frame Type", "Stretch", "frame_method", "STRETCH")
+    plate_in, shadow_in, shadowed = _mix(tree, "Plate x Shadow", "MULTIPLY", -300, 0)
     over = _node(tree, "CompositorNodeAlphaOver", "CG Over Plate", -50, 100)
-    out = _node(tree, "NodeGroupOutput", "Group Output", 200, 100)
+    background, foreground = _alpha_over_inputs(over)
+    out.node.location = (200, 100)  # Group Output (5.0) / Composite (4.5)
     viewer = _node(tree, "CompositorNodeViewer", "Viewer", 200, -100)
     links.new(plate.outputs["Image"], fit.inputs["Image"])
-    links.new(fit.outputs["Image"], _socket(shadow.inputs, "A_Color"))
-    links.new(layers.outputs["Shadow Catcher"], _socket(shadow.inputs, "B_Color"))
-    links.new(_socket(shadow.outputs, "Result_Color"), over.inputs["Background"])
-    links.new(layers.outputs["Image"], over.inputs["Foreground"])
-    links.new(over.outputs["Image"], out.inputs["Image"])
+    links.new(fit.outputs["Image"], plate_in)
+    links.new(layers.outputs["Shadow Catcher"], shadow_in)
+    links.new(shadowed, background)
+    links.new(layers.outputs["Image"], foreground)
+    links.new(over.outputs["Image"], out)
     links.new(over.outputs["Image"], viewer.inputs["Image"])
     return tree
 
@@ -134,34 +166,28 @@ def relit_exr(context, strip) -> tuple:
 
 def build_pass_tree(scene, first_file: str, start: int, count: int):
     """The pass compositor: the relit EXR sequence on an Image node (every pass a socket, frame-aligned),
-    albedo x shading + specular -> the rebuilt beauty with the matte as alpha -> the group's Image output
+    albedo x shading + specular -> the rebuilt beauty with the matte as alpha -> the compositor's output
     and a Viewer; the passes are exposed as labelled reroutes."""
-    tree = bpy.data.node_groups.get(PASS_GROUP) or bpy.data.node_groups.new(PASS_GROUP, "CompositorNodeTree")
-    scene.compositing_node_group = tree
-    if not any(s.in_out == "OUTPUT" and s.name == "Image" for s in tree.interface.items_tree):
-        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+    tree, out = compositor_group(scene, PASS_GROUP, replace=True)
     img = bpy.data.images.load(first_file, check_existing=True)
     img.source = "SEQUENCE" if count > 1 else "FILE"
     src = _node(tree, "CompositorNodeImage", "Relit Passes", -900, 0)
     src.image = img
     compositor.time_image_node(src, first_file, start, count)  # the file number shown at `start` on
-    mul = _node(tree, "ShaderNodeMix", "Albedo x Shading", -500, 150)
-    add = _node(tree, "ShaderNodeMix", "+ Specular", -300, 150)
-    for node, blend in ((mul, "MULTIPLY"), (add, "ADD")):
-        node.data_type, node.blend_type, node.clamp_result = "RGBA", blend, False
-        _socket(node.inputs, "Factor_Float").default_value = 1.0
+    albedo, shading, product = _mix(tree, "Albedo x Shading", "MULTIPLY", -500, 150)
+    diffuse, specular, beauty = _mix(tree, "+ Specular", "ADD", -300, 150)
     alpha = _node(tree, "CompositorNodeSetAlpha", "Matte as Alpha", -100, 150)
-    alpha.inputs["Type"].default_value = "Replace Alpha"
-    out = _node(tree, "NodeGroupOutput", "Group Output", 150, 150)
+    _option(alpha, "Type", "Replace Alpha", "mode", "REPLACE_ALPHA")
+    out.node.location = (150, 150)
     viewer = _node(tree, "CompositorNodeViewer", "Viewer", 150, -50)
     links = tree.links
-    links.new(src.outputs["albedo"], _socket(mul.inputs, "A_Color"))
-    links.new(src.outputs["shading"], _socket(mul.inputs, "B_Color"))
-    links.new(_socket(mul.outputs, "Result_Color"), _socket(add.inputs, "A_Color"))
-    links.new(src.outputs["specular"], _socket(add.inputs, "B_Color"))
-    links.new(_socket(add.outputs, "Result_Color"), alpha.inputs["Image"])
+    links.new(src.outputs["albedo"], albedo)
+    links.new(src.outputs["shading"], shading)
+    links.new(product, diffuse)
+    links.new(src.outputs["specular"], specular)
+    links.new(beauty, alpha.inputs["Image"])
     links.new(src.outputs["matte"], alpha.inputs["Alpha"])
-    links.new(alpha.outputs["Image"], out.inputs["Image"])
+    links.new(alpha.outputs["Image"], out)
     links.new(alpha.outputs["Image"], viewer.inputs["Image"])
     for i, name in enumerate(p for p in PASS_SOCKETS if p in src.outputs):
         hub = _node(tree, "NodeReroute", f"{name} pass", -650, -150 - 40 * i)

@@ -31,9 +31,15 @@ def compositor_tree(scene) -> tuple:
     return scene.node_tree, fresh
 
 
-def _output_socket(tree):
+def is_legacy() -> bool:
+    """Whether this Blender has 4.5's compositor (`scene.node_tree`, a Composite node, MixRGB, settings as
+    node properties) rather than 5.0's (a node group, Mix, settings as input sockets)."""
+    return hasattr(bpy.types, "CompositorNodeComposite")
+
+
+def output_socket(tree):
     """The input socket that is the compositor's result (made when missing)."""
-    if hasattr(bpy.types, "CompositorNodeComposite"):  # 4.5
+    if is_legacy():  # 4.5
         node = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"), None)
         if node is None:
             node = tree.nodes.new("CompositorNodeComposite")
@@ -74,7 +80,7 @@ def show_in_compositor(scene, name: str, image, first_file: str, timeline_start:
         node.name = node.label = name
     node.image = image
     time_image_node(node, first_file, timeline_start, n_frames)
-    out = _output_socket(tree)
+    out = output_socket(tree)
     if fresh or not out.is_linked:
         tree.links.new(node.outputs[0], out)
     return node

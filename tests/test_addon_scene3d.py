@@ -160,6 +160,8 @@ def _add(sc, name: str, obj_data, location, colour=None):
     obj.location = location
     if colour is not None:
         mat = bpy.data.materials.new(name)
+        if mat.node_tree is None:  # Blender 4.5 makes a material's nodes on request (5.0 always has them)
+            mat.use_nodes = True
         bsdf = mat.node_tree.nodes["Principled BSDF"]
         bsdf.inputs["Base Color"].default_value = colour
         obj.data.materials.append(mat)
