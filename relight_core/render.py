@@ -144,12 +144,14 @@ def _smooth_on_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
 
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
-                    wrap: np.ndarray | None = None, shadows: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    wrap: np.ndarray | None = None, shadows: bool = True, occluders: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """The key lights' own diffuse irradiance and specular, exactly per pixel (see `relight_core.skin`).
 
     normals, points: (h, w, 3) cam space; mask: (h, w) bool (pixels to evaluate); view_pos: (3,) the
     (output) camera centre in input-camera space; wrap: (h, w, 3) per-pixel, per-channel wrap of the
-    cosine (`skin.wrapped_cosine`; None: Lambert). Returns (diffuse, specular), both (h, w, 3), 0 outside
+    cosine (`skin.wrapped_cosine`; None: Lambert); occluders: (h, w) bool, the pixels whose surface casts
+    shadows (None: all in the mask). Returns (diffuse, specular), both (h, w, 3), 0 outside
     the mask: diffuse is the key lights' irradiance x soft cast-shadow visibility, to add to the SH
     shading of the target light WITHOUT its key lights (`skin.ambient_sh`); specular is radiance per
     unit albedo (two-lobe GGX with Fresnel, `skin.skin_specular`), to add after a mask
@@ -164,16 +166,18 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
         n = _rows(normals, idx)
         p = _rows(points, idx)
         wr = None if wrap is None else _rows(wrap, idx)
+        occ = None if occluders is None else np.take(occluders.reshape(-1), idx)
         diffuse[idx], spec[idx] = _key_light_sums(n, p, idx, (h, w), key_lights, rot, head_centre, view_pos,
-                                                  wr, shadows)
+                                                  wr, shadows, occ)
     return diffuse.reshape(h, w, 3), spec.reshape(h, w, 3)
 
 
 def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[int, int], key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray, wrap: np.ndarray | None,
-                    shadows: bool) -> tuple[np.ndarray, np.ndarray]:
+                    shadows: bool, occluders: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`key_light_terms` at the masked pixels: normals n and points p (N, 3) at flat indices idx (N,) of a
-    `shape` grid, wrap (N, 3) or None -> (diffuse (N, 3), specular (N, 3)) summed over the lights."""
+    `shape` grid, wrap (N, 3) or None, occluders (N,) bool or None -> (diffuse (N, 3), specular (N, 3))
+    summed over the lights."""
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
     vdir = view_pos[None, :].astype(np.float32) - p
@@ -189,7 +193,7 @@ def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[
             to_light = ldir[None, :] if ldir.ndim == 1 else ldir
             dist = 1.0 if lpos is None else np.sqrt(rowdot(lpos[None, :] - p, lpos[None, :] - p))
             raw = skin.soft_shadow_visibility(p, to_light, lpos, skin.light_angular_radius(light, dist),
-                                              cos_theta=np.maximum(ndl, 0.0))
+                                              cos_theta=np.maximum(ndl, 0.0), occluders=occluders)
             vis = _smooth_on_grid(raw, idx, shape, sigma=1.0)
         lit = (vis * falloff).astype(np.float32)
         cosine = np.maximum(ndl, 0.0)[:, None] if wrap is None else skin.wrapped_cosine(ndl, wrap)
@@ -217,22 +221,23 @@ def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarr
 
     shading (h, w, 3): the target light's SH shading without the keys (`ambient_target_sh`) on a grid of
     the frame; normals, points (h, w, 3) cam space on that grid; person (h, w) bool; labels (h, w)
-    (`geometry`); fx: focal length in px of that grid. The keys' diffuse light is added with a warm wrap
-    on skin and lips (`skin.TERMINATOR_WRAP`) and a broad one on the rest of the head (hair, ears, neck:
-    `skin.HAIR_WRAP`), then skin and lips are blurred by `skin.subsurface_blur` (millimetres from fx and
-    the face's depth). Returns the keys' specular (h, w, 3) (`key_light_terms`)."""
-    on_skin = ((labels == SKIN) | (labels == LIPS)).astype(np.float32)
-    rest = (labels == REST).astype(np.float32)
-    wrap = (on_skin[..., None] * np.asarray(skin.TERMINATOR_WRAP, np.float32)
-            + rest[..., None] * np.float32(skin.HAIR_WRAP))
+    (`geometry`); fx: focal length in px of that grid. One surface, one light: the whole person (face,
+    ears, neck, hair) takes the keys' diffuse light with the same warm wrap (`skin.TERMINATOR_WRAP`) and
+    the same subsurface blur (`skin.subsurface_blur`, millimetres from fx and the face's depth), so that
+    nothing steps at the face's outline. Only the face mesh casts shadows: the rest of the head is a
+    smooth guess from the matte (a dome), not a shape to cast them. Returns the keys' specular (h, w, 3)
+    (`key_light_terms`)."""
+    wrap = np.broadcast_to(np.asarray(skin.TERMINATOR_WRAP, np.float32), shading.shape)
+    face = (labels != REST) & person
     diffuse, spec = key_light_terms(normals, points, person, key_lights, rot, head_centre, view_pos,
-                                    wrap=wrap)
+                                    wrap=wrap, occluders=face)
     shading += diffuse
     np.maximum(shading, 0.0, out=shading)
-    face_depth = -points[..., 2][on_skin > 0]
+    face_depth = -points[..., 2][face]
     if face_depth.size:
         px_per_mm = fx / (float(np.median(face_depth)) * skin.MM_PER_HEAD_UNIT)
-        weight = cv2.GaussianBlur(on_skin, (0, 0), 1.0) * on_skin  # feathered inside the skin's edge
+        inside = person.astype(np.float32)
+        weight = cv2.GaussianBlur(inside, (0, 0), 1.0) * inside  # feathered inside the person's edge
         shading[...] = skin.subsurface_blur(shading, weight, px_per_mm)
     return spec
 

@@ -21,9 +21,10 @@ SH carries well), and each key light is added back per pixel, exactly:
   the three-layer skin profiles of d'Eon & Luebke 2007, GPU Gems 3 ch. 14), by normalised convolution
   inside the skin so that hair, eyes and background do not bleed in: a flat lit area keeps its value,
   a shadow's edge turns red;
-- specular (`skin_specular`): two GGX microfacet lobes (roughness 0.35 and 0.6, weights 0.85 / 0.15,
-  the two-lobe fits of measured skin, Weyrich et al. 2006 / Jimenez et al. 2015), Smith shadowing and
-  Schlick's Fresnel with F0 = 0.028 (skin's index 1.4).
+- specular (`skin_specular`): two GGX microfacet lobes (roughness 0.55 and 0.75, i.e. alpha 0.30 and
+  0.56, weights 0.85 / 0.15: the RMS slopes 0.3-0.5 Weyrich et al. 2006 measured on faces, split in
+  two lobes as in Jimenez et al.'s dual-lobe skin), Smith shadowing and Schlick's Fresnel with F0 =
+  0.028 (skin's index 1.4).
 
 Units: shading is irradiance in the pipeline's units (relit = albedo x shading); specular is returned as
 radiance in the same units for a white diffuse albedo: pi x f_spec x irradiance, added on top of the
@@ -44,8 +45,9 @@ MM_PER_HEAD_UNIT = 315.0  # camera.INTEROCULAR = 0.2 head units for a 63 mm inte
 SSS_SIGMA_MM = (2.6, 1.1, 0.6)  # per channel (R, G, B) Gaussian widths of skin's diffusion profile
 TERMINATOR_WRAP = (0.22, 0.10, 0.06)  # per channel wrap of the key light's cosine on skin
 HAIR_WRAP = 0.45  # hair: a broad wrap (light passes into and round the strands)
-SPEC_LOBES = ((0.35, 0.85), (0.6, 0.15))  # (GGX roughness, weight) of skin's two specular lobes
+SPEC_LOBES = ((0.55, 0.85), (0.75, 0.15))  # (GGX roughness r, alpha = r^2; weight) of skin's two lobes
 SKIN_F0 = 0.028  # Fresnel reflectance at normal incidence, index of refraction 1.4
+SHADOW_BIAS = 0.012  # head units (4 mm): the landmark mesh's own relief below this casts no shadow
 PENUMBRA_MIN_CELLS = 0.75  # the smallest filter radius (shadow-map cells): an anti-aliased hard shadow
 BLOCKER_REACH = 0.35  # head units: how far from a receiver an occluder may be to be searched for
 SAMPLES = 24  # samples of the blocker search and of the filter
@@ -201,22 +203,24 @@ def _light_frame(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray
 
 
 def soft_shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
-                           angular_radius: float = 0.0, res: int = 256, bias: float = 0.004,
-                           cos_theta: np.ndarray | None = None) -> np.ndarray:
+                           angular_radius: float = 0.0, res: int = 256, bias: float = SHADOW_BIAS,
+                           cos_theta: np.ndarray | None = None, occluders: np.ndarray | None = None
+                           ) -> np.ndarray:
     """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) (head units) for one light.
 
     to_light: unit direction(s) to the light, (1, 3) for a directional light (light_pos None), else
     (N, 3) with light_pos (3,) the point light's position. angular_radius (rad): the light's size as
     seen from the surface (`light_angular_radius`).
 
-    The visible surface (the 2.5D height field known) is splatted into a res x res shadow map in the
-    light's view (nearest distance per cell). Per point: a blocker search over a disc of the penumbra a
-    blocker BLOCKER_REACH away would cast gives the mean distance Delta between the point and the
-    blockers nearer the light than the point (beyond a bias of `bias` head units plus a slope term from
-    cos_theta (N,), the cosine of normal and light, which keeps grazing surfaces free of acne); the
-    point's visibility is the fraction of SAMPLES shadow-map lookups over a disc of radius Delta x
-    tan(angular_radius) (at least PENUMBRA_MIN_CELLS cells) that are not nearer than it. So the
-    penumbra widens with the light's size and with the occluder's distance, as a real one does.
+    The visible surface (the 2.5D height field known; only the points where occluders (N,) bool is True
+    when given) is splatted into a res x res shadow map in the light's view (nearest distance per cell).
+    Per point: a blocker search over a disc of the penumbra a blocker BLOCKER_REACH away would cast gives
+    the mean distance Delta between the point and the blockers nearer the light than the point (beyond a
+    bias of `bias` head units plus a slope term from cos_theta (N,), the cosine of normal and light,
+    which keeps grazing surfaces free of acne); the point's visibility is the fraction of SAMPLES
+    shadow-map lookups over a disc of radius Delta x tan(angular_radius) (at least PENUMBRA_MIN_CELLS
+    cells) that are not nearer than it. So the penumbra widens with the light's size and with the
+    occluder's distance, as a real one does.
     """
     import torch
 
@@ -228,9 +232,11 @@ def soft_shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: 
     fv = (sv - lo_v) / cell
     iu = np.clip(fu.astype(np.int64), 0, res - 1)
     iv = np.clip(fv.astype(np.int64), 0, res - 1)
+    cells, zs = iv * res + iu, dist.astype(np.float32)
+    if occluders is not None:
+        cells, zs = cells[occluders], zs[occluders]
     zmap = torch.full((res * res,), float("inf"))
-    zmap.scatter_reduce_(0, torch.from_numpy(iv * res + iu), torch.from_numpy(dist.astype(np.float32)),
-                         "amin")
+    zmap.scatter_reduce_(0, torch.from_numpy(cells), torch.from_numpy(zs), "amin")
     zmap = _fill_empty(zmap.numpy().reshape(res, res))
     tol = np.full(len(dist), bias, np.float32)
     if cos_theta is not None:
