@@ -222,7 +222,7 @@ def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarr
     shading (h, w, 3): the target light's SH shading without the keys (`ambient_target_sh`) on a grid of
     the frame; normals, points (h, w, 3) cam space on that grid; person (h, w) bool; labels (h, w)
     (`geometry`); fx: focal length in px of that grid. One surface, one light: the whole person (face,
-    ears, neck, hair) takes the keys' diffuse light with the same warm wrap (`skin.TERMINATOR_WRAP`) and
+    ears, neck, hair) takes the keys' diffuse light with the same cosine (`skin.TERMINATOR_WRAP`) and
     the same subsurface blur (`skin.subsurface_blur`, millimetres from fx and the face's depth), so that
     nothing steps at the face's outline. Only the face mesh casts shadows: the rest of the head is a
     smooth guess from the matte (a dome), not a shape to cast them. Returns the keys' specular (h, w, 3)

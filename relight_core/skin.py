@@ -8,9 +8,10 @@ underside of the nose, facing away from a high key) a floor of black. Here the k
 taken out of the target (`ambient_sh`: what remains is the fill, world and any other soft light, which
 SH carries well), and each key light is added back per pixel, exactly:
 
-- diffuse: its irradiance colour x falloff x a wrapped cosine (`wrapped_cosine`, a per-channel wrap
-  that stands for light scattered round the terminator: red widest, so the terminator is warm and
-  soft on skin), times its cast-shadow visibility;
+- diffuse: its irradiance colour x falloff x the cosine (`wrapped_cosine` with TERMINATOR_WRAP, zero:
+  a wrap of (0.22, 0.10, 0.06) past the terminator, meant for light scattered round it, cost 0.6 dB
+  against Cycles' random-walk subsurface skin in `eval.groundtruth`, so the terminator's softness and
+  warmth come from the light's size and the subsurface blur below), times its cast-shadow visibility;
 - soft shadows (`soft_shadow_visibility`): a shadow map of the visible surface in the light's view,
   filtered percentage-closer with a kernel as wide as the penumbra of a light of the key light's size
   (a sun's angular diameter, a point light's radius) at the occluder's distance (PCSS: a blocker search
@@ -43,8 +44,7 @@ from relight_core.geometry import inverse_norm, rowdot
 
 MM_PER_HEAD_UNIT = 315.0  # camera.INTEROCULAR = 0.2 head units for a 63 mm interpupillary distance
 SSS_SIGMA_MM = (2.6, 1.1, 0.6)  # per channel (R, G, B) Gaussian widths of skin's diffusion profile
-TERMINATOR_WRAP = (0.22, 0.10, 0.06)  # per channel wrap of the key light's cosine on skin
-HAIR_WRAP = 0.45  # hair: a broad wrap (light passes into and round the strands)
+TERMINATOR_WRAP = (0.0, 0.0, 0.0)  # per channel wrap of the key light's cosine (see the module docstring)
 SPEC_LOBES = ((0.55, 0.85), (0.75, 0.15))  # (GGX roughness r, alpha = r^2; weight) of skin's two lobes
 SKIN_F0 = 0.028  # Fresnel reflectance at normal incidence, index of refraction 1.4
 SHADOW_BIAS = 0.012  # head units (4 mm): the landmark mesh's own relief below this casts no shadow

@@ -37,6 +37,9 @@ from relight_core.errors import UserError
 
 BACKGROUND = 0.5  # display grey behind the rendered face (the engine needs a plate to composite over)
 EXPOSURE = 0.8  # a white surface facing the preset's brightest light renders at this display value
+SKIN_ROUGHNESS = 0.5  # Principled BSDF roughness of the skin material
+SKIN_SSS_RADIUS = (1.0, 0.37, 0.2)  # per-channel mean free path (relative): red scatters furthest
+SKIN_SSS_SCALE_M = 0.004  # ... x this, metres (skin's red mean free path is a few millimetres)
 CROP = (slice(16, 304), slice(96, 384))  # the astronaut photo around her head (288 x 288 of 512 x 512)
 
 
@@ -141,7 +144,11 @@ def _add_face(asset: dict[str, np.ndarray]) -> None:
     node = nodes.new("ShaderNodeTexImage")
     node.image = image
     mat.node_tree.links.new(node.outputs["Color"], bsdf.inputs["Base Color"])
-    bsdf.inputs["Roughness"].default_value = 0.5
+    bsdf.inputs["Roughness"].default_value = SKIN_ROUGHNESS
+    bsdf.inputs["IOR"].default_value = 1.4
+    bsdf.inputs["Subsurface Weight"].default_value = 1.0  # skin: random-walk subsurface scattering
+    bsdf.inputs["Subsurface Radius"].default_value = SKIN_SSS_RADIUS
+    bsdf.inputs["Subsurface Scale"].default_value = SKIN_SSS_SCALE_M
     obj.data.materials.append(mat)
 
 
