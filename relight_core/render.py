@@ -15,6 +15,7 @@ Key-light positions (point lights) are in head units relative to the head centre
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -216,7 +217,8 @@ def ambient_target_sh(target_cam: np.ndarray, key_lights: list, rot: np.ndarray)
 
 def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarray, person: np.ndarray,
                       labels: np.ndarray, key_lights: list, rot: np.ndarray, head_centre: np.ndarray,
-                      view_pos: np.ndarray, fx: float) -> np.ndarray:
+                      view_pos: np.ndarray, fx: float,
+                      stabilise: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Add the key lights to the target's ambient shading on the skin's terms, in place; -> specular.
 
     shading (h, w, 3): the target light's SH shading without the keys (`ambient_target_sh`) on a grid of
@@ -225,12 +227,17 @@ def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarr
     ears, neck, hair) takes the keys' diffuse light with the same cosine (`skin.TERMINATOR_WRAP`) and
     the same subsurface blur (`skin.subsurface_blur`, millimetres from fx and the face's depth), so that
     nothing steps at the face's outline. Only the face mesh casts shadows: the rest of the head is a
-    smooth guess from the matte (a dome), not a shape to cast them. Returns the keys' specular (h, w, 3)
-    (`key_light_terms`)."""
+    smooth guess from the matte (a dome), not a shape to cast them. stabilise: a temporal filter of the
+    keys' light (diffuse and specular stacked, (h, w, 6)), e.g. a `temporal.FlowStabilizer` of the frame,
+    so that shadows and highlights move with the footage and no more jittery than it. Returns the keys'
+    specular (h, w, 3) (`key_light_terms`)."""
     wrap = np.broadcast_to(np.asarray(skin.TERMINATOR_WRAP, np.float32), shading.shape)
     face = (labels != REST) & person
     diffuse, spec = key_light_terms(normals, points, person, key_lights, rot, head_centre, view_pos,
                                     wrap=wrap, occluders=face)
+    if stabilise is not None:
+        both = stabilise(np.concatenate([diffuse, spec], axis=2))
+        diffuse, spec = both[..., :3], np.ascontiguousarray(both[..., 3:])
     shading += diffuse
     np.maximum(shading, 0.0, out=shading)
     face_depth = -points[..., 2][face]
