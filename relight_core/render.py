@@ -194,7 +194,8 @@ def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[
             to_light = ldir[None, :] if ldir.ndim == 1 else ldir
             dist = 1.0 if lpos is None else np.sqrt(rowdot(lpos[None, :] - p, lpos[None, :] - p))
             raw = skin.soft_shadow_visibility(p, to_light, lpos, skin.light_angular_radius(light, dist),
-                                              cos_theta=np.maximum(ndl, 0.0), occluders=occluders)
+                                              cos_theta=np.maximum(ndl, 0.0), occluders=occluders,
+                                              receivers=reach > 0)
             vis = _smooth_on_grid(raw, idx, shape, sigma=1.0)
         lit = (vis * falloff).astype(np.float32)
         cosine = np.maximum(ndl, 0.0)[:, None] if wrap is None else skin.wrapped_cosine(ndl, wrap)
