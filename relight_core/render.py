@@ -15,7 +15,6 @@ Key-light positions (point lights) are in head units relative to the head centre
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -145,16 +144,18 @@ def _smooth_on_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
 
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
-                    wrap: np.ndarray | None = None, shadows: bool = True, occluders: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    wrap: np.ndarray | None = None, shadows: bool = True, occluders: np.ndarray | None = None,
+                    unshadowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The key lights' own diffuse irradiance and specular, exactly per pixel (see `relight_core.skin`).
 
     normals, points: (h, w, 3) cam space; mask: (h, w) bool (pixels to evaluate); view_pos: (3,) the
     (output) camera centre in input-camera space; wrap: (h, w, 3) per-pixel, per-channel wrap of the
     cosine (`skin.wrapped_cosine`; None: Lambert); occluders: (h, w) bool, the pixels whose surface casts
-    shadows (None: all in the mask). Returns (diffuse, specular), both (h, w, 3), 0 outside
-    the mask: diffuse is the key lights' irradiance x soft cast-shadow visibility, to add to the SH
-    shading of the target light WITHOUT its key lights (`skin.ambient_sh`); specular is radiance per
+    shadows (None: all in the mask); unshadowed: (h, w, 3) float32, when given filled in place with the
+    keys' diffuse irradiance without their cast shadows (for the shadow pass). Returns (diffuse,
+    specular), both (h, w, 3), 0 outside the mask: diffuse is the key lights' irradiance x soft
+    cast-shadow visibility, to add to the SH shading
+    of the target light WITHOUT its key lights (`skin.ambient_sh`); specular is radiance per
     unit albedo (two-lobe GGX with Fresnel, `skin.skin_specular`), to add after a mask
     (`specular_mask`). Both are smooth: the pipeline evaluates them on the grid it shades on (every 2nd
     pixel of a large frame) and upsamples them with the shading.
@@ -168,17 +169,21 @@ def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, k
         p = _rows(points, idx)
         wr = None if wrap is None else _rows(wrap, idx)
         occ = None if occluders is None else np.take(occluders.reshape(-1), idx)
+        free = None if unshadowed is None else np.zeros((idx.size, 3), np.float32)
         diffuse[idx], spec[idx] = _key_light_sums(n, p, idx, (h, w), key_lights, rot, head_centre, view_pos,
-                                                  wr, shadows, occ)
+                                                  wr, shadows, occ, free)
+        if unshadowed is not None:
+            unshadowed.reshape(-1, 3)[idx] = free
     return diffuse.reshape(h, w, 3), spec.reshape(h, w, 3)
 
 
 def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[int, int], key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray, wrap: np.ndarray | None,
-                    shadows: bool, occluders: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    shadows: bool, occluders: np.ndarray | None = None, free: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """`key_light_terms` at the masked pixels: normals n and points p (N, 3) at flat indices idx (N,) of a
     `shape` grid, wrap (N, 3) or None, occluders (N,) bool or None -> (diffuse (N, 3), specular (N, 3))
-    summed over the lights."""
+    summed over the lights; free (N, 3), when given, accumulates the diffuse without shadows."""
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
     vdir = view_pos[None, :].astype(np.float32) - p
@@ -200,6 +205,8 @@ def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[
         lit = (vis * falloff).astype(np.float32)
         cosine = np.maximum(ndl, 0.0)[:, None] if wrap is None else skin.wrapped_cosine(ndl, wrap)
         d_acc += (cosine * lit[:, None]) * colour[None, :]
+        if free is not None:
+            free += (cosine * np.asarray(falloff, np.float32).reshape(-1, 1)) * colour[None, :]
         s_acc += (skin.skin_specular(n, ldir, vdir) * lit)[:, None] * colour[None, :]
     return d_acc, s_acc
 
@@ -218,9 +225,10 @@ def ambient_target_sh(target_cam: np.ndarray, key_lights: list, rot: np.ndarray)
 
 def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarray, person: np.ndarray,
                       labels: np.ndarray, key_lights: list, rot: np.ndarray, head_centre: np.ndarray,
-                      view_pos: np.ndarray, fx: float,
-                      stabilise: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
-    """Add the key lights to the target's ambient shading on the skin's terms, in place; -> specular.
+                      view_pos: np.ndarray, fx: float, shadow_pass: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Add the key lights to the target's ambient shading on the skin's terms, in place;
+    -> (specular (h, w, 3), shadow factor (h, w) or None).
 
     shading (h, w, 3): the target light's SH shading without the keys (`ambient_target_sh`) on a grid of
     the frame; normals, points (h, w, 3) cam space on that grid; person (h, w) bool; labels (h, w)
@@ -228,17 +236,17 @@ def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarr
     ears, neck, hair) takes the keys' diffuse light with the same cosine (`skin.TERMINATOR_WRAP`) and
     the same subsurface blur (`skin.subsurface_blur`, millimetres from fx and the face's depth), so that
     nothing steps at the face's outline. Only the face mesh casts shadows: the rest of the head is a
-    smooth guess from the matte (a dome), not a shape to cast them. stabilise: a temporal filter of the
-    keys' light (diffuse and specular stacked, (h, w, 6)), e.g. a `temporal.FlowStabilizer` of the frame,
-    so that shadows and highlights move with the footage and no more jittery than it. Returns the keys'
-    specular (h, w, 3) (`key_light_terms`)."""
+    smooth guess from the matte (a dome), not a shape to cast them. Returns the keys' specular (h, w, 3)
+    (`key_light_terms`) and, when shadow_pass, the shadow factor of the shading before the blur
+    (`passes.shadow_factor`: shadowed / unshadowed)."""
+    from relight_core import passes
+
     wrap = np.broadcast_to(np.asarray(skin.TERMINATOR_WRAP, np.float32), shading.shape)
     face = (labels != REST) & person
+    free = np.zeros_like(shading) if shadow_pass else None
     diffuse, spec = key_light_terms(normals, points, person, key_lights, rot, head_centre, view_pos,
-                                    wrap=wrap, occluders=face)
-    if stabilise is not None:
-        both = stabilise(np.concatenate([diffuse, spec], axis=2))
-        diffuse, spec = both[..., :3], np.ascontiguousarray(both[..., 3:])
+                                    wrap=wrap, occluders=face, unshadowed=free)
+    shadow = passes.shadow_factor(shading + free, diffuse - free) if free is not None else None
     shading += diffuse
     np.maximum(shading, 0.0, out=shading)
     face_depth = -points[..., 2][face]
@@ -247,7 +255,7 @@ def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarr
         inside = person.astype(np.float32)
         weight = cv2.GaussianBlur(inside, (0, 0), 1.0) * inside  # feathered inside the person's edge
         shading[...] = skin.subsurface_blur(shading, weight, px_per_mm)
-    return spec
+    return spec, shadow
 
 
 def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, full: float = 0.8) -> np.ndarray:

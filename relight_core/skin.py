@@ -60,15 +60,16 @@ def ambient_sh(target: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """The target SH (9, 3) with the key lights' SH (9, 3), both in one frame, taken out -> (9, 3).
 
     The target was made either with the keys as they are or windowed (`sh.window_sh`, gauss: what
-    presets/make_presets.py does when a hard light rings below zero); the key SH taken out is the one of
-    the two that leaves the smoother remainder (the smaller spread of irradiance over the sphere), so
+    presets/make_presets.py does when a hard light rings below zero), or (a request that did not follow
+    the convention) without them; what is taken out is the one of the three (keys, windowed keys,
+    nothing) that leaves the smoothest remainder (the smallest spread of irradiance over the sphere), so
     that what remains is the fill the target holds besides its keys.
     """
     target = np.asarray(target, dtype=np.float64)
     keys = np.asarray(keys, dtype=np.float64)
     dirs = shlib._fibonacci_sphere(400)
     best, spread = target - keys, math.inf
-    for k in (keys, shlib.window_sh(keys, "gauss")):
+    for k in (keys, shlib.window_sh(keys, "gauss"), np.zeros_like(keys)):
         rest = target - k
         e = shlib.shade(dirs, rest) @ shlib.LUMA
         if float(e.max() - e.min()) < spread:
@@ -224,8 +225,6 @@ def soft_shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: 
     and with the occluder's distance, as a real one does. receivers (N,) bool: evaluate only these
     points (the rest read 1; e.g. those facing the light); the map is still made of all occluders.
     """
-    import torch
-
     su, sv, dist, unit = _light_frame(points, to_light, light_pos)
     lo_u, lo_v = float(su.min()), float(sv.min())
     span = max(float(su.max()) - lo_u, float(sv.max()) - lo_v, 1e-6) * 1.02
@@ -237,9 +236,9 @@ def soft_shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: 
     cells, zs = iv * res + iu, dist.astype(np.float32)
     if occluders is not None:
         cells, zs = cells[occluders], zs[occluders]
-    zmap = torch.full((res * res,), float("inf"))
-    zmap.scatter_reduce_(0, torch.from_numpy(cells), torch.from_numpy(zs), "amin")
-    zmap = _fill_empty(zmap.numpy().reshape(res, res))
+    zmap = np.full(res * res, np.inf, np.float32)
+    np.minimum.at(zmap, cells, zs)  # a z-buffer: the nearest occluder per cell (as `render.scatter_min`)
+    zmap = _fill_empty(zmap.reshape(res, res))
     tol = np.full(len(dist), bias, np.float32)
     if cos_theta is not None:
         c = np.clip(cos_theta, 0.1, 1.0)

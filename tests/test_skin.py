@@ -71,6 +71,14 @@ def test_ambient_sh_of_the_rembrandt_preset_is_its_fill():
     assert e.mean() < 0.2 * full.max()
 
 
+def test_ambient_sh_leaves_a_target_that_does_not_hold_its_key():
+    """A request whose SH is only a dim fill (its key not included, against the convention) keeps it."""
+    fill = np.zeros((9, 3))
+    fill[0] = 0.6
+    key = lights.DirectionalLight(direction=(-0.6, -0.5, 0.6), strength=3.0)
+    np.testing.assert_allclose(render.ambient_target_sh(fill, [key], np.eye(3)), fill)
+
+
 def test_key_light_on_a_surface_facing_away_gets_the_fill_not_black():
     """Under a high key, a downward normal (the nose's underside) is lit by the fill only, as physics
     says, and its shading is that fill, not the clipped ringing of the key's SH."""
