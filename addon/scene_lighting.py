@@ -127,7 +127,7 @@ def lights_from_records(recs: list[dict], anchor_matrix: np.ndarray) -> tuple[li
             lights.append(L.DirectionalLight(direction=to_light, color=color, strength=energy,
                                              angle=rec["angle"]))
             keys.append({"type": "directional", "direction": to_light.tolist(), "color": color.tolist(),
-                         "strength": energy})
+                         "strength": energy, "angle": rec["angle"]})
         elif kind in ("POINT", "SPOT"):
             if kind == "POINT":
                 lights.append(L.PointLight(position=pos, color=color, power=energy, radius=radius))

@@ -66,10 +66,16 @@ def overcast_map(h: int = 32, w: int = 64) -> np.ndarray:
 
 
 def key_equivalent(light) -> L.DirectionalLight:
-    """A hard light -> DirectionalLight with its direction and perpendicular irradiance at the head."""
+    """A hard light -> DirectionalLight with its direction and perpendicular irradiance at the head, and
+    the angular diameter of a disc of the light's area seen from the head (its shadows' softness)."""
     sh = light.sh((0.0, 0.0, 0.0))
     band1 = np.linalg.norm(sh[1:4], axis=0) / S._C1  # per channel: |E Y_1(d)| / C1 = E
-    return L.DirectionalLight(S.dominant_direction(sh), band1 / max(band1.max(), 1e-12), float(band1.max()))
+    angle = 0.0
+    if isinstance(light, L.AreaLight):
+        radius = math.sqrt(light.area() / math.pi)
+        angle = 2.0 * math.asin(min(radius / float(np.linalg.norm(light.position)), 1.0))
+    return L.DirectionalLight(S.dominant_direction(sh), band1 / max(band1.max(), 1e-12), float(band1.max()),
+                              angle=round(angle, 6))
 
 
 PRESETS = {

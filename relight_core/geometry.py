@@ -875,7 +875,7 @@ def build_geometry(analysis, i: int, height: int, width: int, step: int = 1) -> 
     d_new = face.depth.copy()
     d_new[seam] = _blend_seam(inner[seam], seam_px, d_new[seam], np.take(d_flat, idx[seam]))
     d_flat[idx] = d_new
-    _put_face_normals(face, normals, inner, seam_px, step)
+    _put_face_normals(face, normals, inner, seam_px, step, k)
     outside = ~person
 
     plane = np.where(outside, np.float32(base), depth)
@@ -900,11 +900,12 @@ def _blend_seam(inner: np.ndarray, seam_px: float, face: np.ndarray, rest: np.nd
     return ws * face + (np.float32(1.0) - ws) * rest
 
 
-def _put_face_normals(face: MeshRaster, grid: np.ndarray, inner: np.ndarray, seam_px: float, step: int
-                      ) -> None:
+def _put_face_normals(face: MeshRaster, grid: np.ndarray, inner: np.ndarray, seam_px: float, step: int,
+                      k: np.ndarray) -> None:
     """Write the face mesh's normals into the rest's normals `grid` (every `step`-th pixel, (h', w', 3)),
     in place: the mesh's own beyond the seam, blended into the rest's (renormalised) within seam_px of the
-    face's edge. inner (N,): px from the edge of each of the face's raster pixels."""
+    face's edge, and turned toward the camera (K (3, 3)) where they face away from it (`face_the_camera`).
+    inner (N,): px from the edge of each of the face's raster pixels."""
     gw = grid.shape[1]
     flat = grid.reshape(-1, 3)
     if step == 1:
@@ -919,4 +920,32 @@ def _put_face_normals(face: MeshRaster, grid: np.ndarray, inner: np.ndarray, sea
     b = _blend_seam(d[seam], seam_px, np.take(n, seam, axis=0), np.take(flat, cells[seam], axis=0))
     b *= inverse_norm(b)[:, None]
     n[seam] = b
-    flat[cells] = n
+    ys, xs = (face.ys, face.xs) if on is None else (face.ys[on], face.xs[on])
+    flat[cells] = face_the_camera(n, xs, ys, k)
+
+
+MIN_FACING = 0.1  # least cosine between a visible pixel's normal and its ray to the camera
+
+
+def face_the_camera(normals: np.ndarray, xs: np.ndarray, ys: np.ndarray, k: np.ndarray,
+                    min_cos: float = MIN_FACING) -> np.ndarray:
+    """Unit normals (N, 3) cam space of pixels (xs, ys) (N,) seen by a camera K (3, 3) -> (N, 3) float32,
+    each turned toward its pixel's ray to the camera until their cosine is about min_cos where it was less.
+
+    A surface the camera sees cannot face away from it, but interpolated vertex normals of the landmark
+    mesh do along folds seen edge-on: the nose's wings and underside, where the mesh's triangles turn
+    past the silhouette. Those pixels took no light from the front, a black line along the bottom of the
+    nose under any key light (and the albedo, divided by that shading, a bright one)."""
+    n = np.asarray(normals, dtype=np.float32)
+    t = np.empty_like(n)
+    t[:, 0] = (np.float32(k[0, 2] - 0.5) - xs) * np.float32(1.0 / k[0, 0])
+    t[:, 1] = (ys + np.float32(0.5 - k[1, 2])) * np.float32(1.0 / k[1, 1])
+    t[:, 2] = 1.0
+    t *= inverse_norm(t)[:, None]
+    short = np.float32(min_cos) - rowdot(n, t)
+    bad = np.flatnonzero(short > 0)
+    if bad.size:
+        fixed = n[bad] + short[bad, None] * t[bad]
+        n = n.copy()
+        n[bad] = fixed * inverse_norm(fixed)[:, None]
+    return n

@@ -22,13 +22,13 @@ import numpy as np
 
 from relight_core import camera as cam
 from relight_core import sh as shlib
-from relight_core.geometry import LIPS, SKIN, inverse_norm, rowdot, smoothstep
+from relight_core import skin
+from relight_core.geometry import LIPS, REST, SKIN, inverse_norm, rowdot, smoothstep
 from relight_core.intrinsic import luminance, rgb3
 
 # camera (OpenGL) -> DPR: (x, y, z) -> (x, -z, y)
 CAM_TO_DPR = np.array([[1, 0, 0], [0, 0, -1], [0, 1, 0]], dtype=np.float64)
 DEPTH_PNG_RANGE = 8.0  # depth PNGs store depth / DEPTH_PNG_RANGE (head units) as 16-bit
-SHADOW_STRENGTH = 0.85  # fraction of a key light a cast shadow removes (skin scatters some light into it)
 
 
 # --------------------------------------------------------------------------------------------- light
@@ -116,69 +116,6 @@ def scatter_min(buf: np.ndarray, cells: np.ndarray, values: np.ndarray) -> None:
     np.minimum.at(buf, cells, values.astype(buf.dtype, copy=False))
 
 
-def shadow_visibility(points: np.ndarray, to_light: np.ndarray, light_pos: np.ndarray | None,
-                      res: int = 160, bias: float = 0.006, cos_theta: np.ndarray | None = None) -> np.ndarray:
-    """Cast-shadow visibility (N,) in 0..1 of surface points (N, 3) for one light, from a shadow map.
-
-    to_light: unit directions to the light, (N, 3) or (1, 3) (only the first row is read for a
-    directional light).
-
-    The visible surface (a 2.5D height field, the only one known) is splatted into the light's view
-    (orthographic for a directional light, perspective for a point light); a point is lit when nothing
-    lies closer to the light in its shadow-map cell, beyond a bias of `bias` head units plus a slope term
-    (3 cells x tan(theta), theta the angle between normal and light, from `cos_theta` (N,) when given),
-    which keeps grazing surfaces free of shadow acne. 3x3 percentage-closer filtering softens the edge.
-    """
-    if light_pos is None:
-        axis = to_light[0].astype(np.float64)
-        rel = points
-    else:
-        centre = points.mean(axis=0)
-        axis = (light_pos - centre).astype(np.float64)
-        axis /= max(np.linalg.norm(axis), 1e-9)
-        rel = points - light_pos[None, :]
-    helper = np.array([0.0, 1.0, 0.0]) if abs(axis[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    u = np.cross(axis, helper)
-    u /= np.linalg.norm(u)
-    v = np.cross(axis, u)
-    basis = np.stack([u, v, axis], axis=1).astype(np.float32)  # columns
-    q = rel @ basis
-    if light_pos is None:
-        su, sv, dist = q[:, 0], q[:, 1], -q[:, 2]  # smaller dist = closer to the light
-        cell_units = 1.0
-    else:
-        front = np.maximum(-q[:, 2], 1e-4)
-        su, sv, dist = q[:, 0] / front, q[:, 1] / front, front
-        cell_units = float(np.median(front))
-    lo_u, hi_u = float(su.min()), float(su.max())
-    lo_v, hi_v = float(sv.min()), float(sv.max())
-    span = max(hi_u - lo_u, hi_v - lo_v, 1e-6) * 1.02
-    iu = np.clip(((su - lo_u) / span * res).astype(np.int64), 0, res - 1)
-    iv = np.clip(((sv - lo_v) / span * res).astype(np.int64), 0, res - 1)
-    zmap = np.full(res * res, np.inf, np.float32)
-    scatter_min(zmap, iv * res + iu, dist.astype(np.float32))
-    zmap = zmap.reshape(res, res)
-    # empty cells (sparse points at grazing angles) take the nearest occluder around them (3x3, twice)
-    for _ in range(2):
-        empty = np.isinf(zmap)
-        if not empty.any():
-            break
-        grown = cv2.erode(np.where(empty, 1e9, zmap).astype(np.float32), np.ones((3, 3), np.uint8))
-        zmap = np.where(empty & (grown < 1e9), grown, zmap)
-    tol = np.full(len(dist), bias, np.float32)
-    if cos_theta is not None:
-        c = np.clip(cos_theta, 0.1, 1.0)
-        tol += (3.0 * span / res * cell_units) * np.sqrt(1.0 - c * c) / c
-    vis = np.zeros(len(dist), dtype=np.float32)
-    padded = np.pad(zmap, 1, mode="edge").reshape(-1)
-    lim = dist - tol
-    corner = iv * (res + 2) + iu  # the 3x3 block's top-left cell in the padded map, flat
-    for dy in (0, 1, 2):
-        for dx in (0, 1, 2):
-            vis += lim <= np.take(padded, corner + (dy * (res + 2) + dx))
-    return vis / 9.0
-
-
 def _rows(a: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The rows at flat pixel indices idx (N,) of an (h, w, C) map -> (N, C) float32; the map may be a
     strided view (every 2nd pixel of a larger one), which is gathered in 2-D instead of copied first."""
@@ -207,64 +144,118 @@ def _smooth_on_grid(values: np.ndarray, idx: np.ndarray, shape: tuple[int, int],
 
 def key_light_terms(normals: np.ndarray, points: np.ndarray, mask: np.ndarray, key_lights: list,
                     rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray,
-                    shininess: float = 40.0, shadows: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Shadow correction of the diffuse shading and the specular irradiance of explicit key lights.
+                    wrap: np.ndarray | None = None, shadows: bool = True, occluders: np.ndarray | None = None,
+                    unshadowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The key lights' own diffuse irradiance and specular, exactly per pixel (see `relight_core.skin`).
 
     normals, points: (h, w, 3) cam space; mask: (h, w) bool (pixels to evaluate); view_pos: (3,) the
-    (output) camera centre in input-camera space. Returns (shadow_delta, specular), both (h, w, 3), 0
-    outside the mask: add shadow_delta (<= 0, SHADOW_STRENGTH x the key lights' blocked Lambertian
-    irradiance) to the SH shading, and add specular x a specular albedo to the relit radiance. Specular:
-    normalised Blinn-Phong. Both terms are smooth (normals are interpolated, shadows soft): the pipeline
-    evaluates them on the grid it shades on (every 2nd pixel of a large frame) and upsamples them with
-    the shading.
+    (output) camera centre in input-camera space; wrap: (h, w, 3) per-pixel, per-channel wrap of the
+    cosine (`skin.wrapped_cosine`; None: Lambert); occluders: (h, w) bool, the pixels whose surface casts
+    shadows (None: all in the mask); unshadowed: (h, w, 3) float32, when given filled in place with the
+    keys' diffuse irradiance without their cast shadows (for the shadow pass). Returns (diffuse,
+    specular), both (h, w, 3), 0 outside the mask: diffuse is the key lights' irradiance x soft
+    cast-shadow visibility, to add to the SH shading
+    of the target light WITHOUT its key lights (`skin.ambient_sh`); specular is radiance per
+    unit albedo (two-lobe GGX with Fresnel, `skin.skin_specular`), to add after a mask
+    (`specular_mask`). Both are smooth: the pipeline evaluates them on the grid it shades on (every 2nd
+    pixel of a large frame) and upsamples them with the shading.
     """
     h, w = mask.shape
-    delta = np.zeros((h * w, 3), np.float32)
+    diffuse = np.zeros((h * w, 3), np.float32)
     spec = np.zeros((h * w, 3), np.float32)
     idx = np.flatnonzero(mask.reshape(-1))
     if key_lights and idx.size:
         n = _rows(normals, idx)
         p = _rows(points, idx)
-        delta[idx], spec[idx] = _key_light_sums(n, p, idx, (h, w), key_lights, rot, head_centre, view_pos,
-                                                shininess, shadows)
-    return delta.reshape(h, w, 3), spec.reshape(h, w, 3)
+        wr = None if wrap is None else _rows(wrap, idx)
+        occ = None if occluders is None else np.take(occluders.reshape(-1), idx)
+        free = None if unshadowed is None else np.zeros((idx.size, 3), np.float32)
+        diffuse[idx], spec[idx] = _key_light_sums(n, p, idx, (h, w), key_lights, rot, head_centre, view_pos,
+                                                  wr, shadows, occ, free)
+        if unshadowed is not None:
+            unshadowed.reshape(-1, 3)[idx] = free
+    return diffuse.reshape(h, w, 3), spec.reshape(h, w, 3)
 
 
 def _key_light_sums(n: np.ndarray, p: np.ndarray, idx: np.ndarray, shape: tuple[int, int], key_lights: list,
-                    rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray, shininess: float,
-                    shadows: bool) -> tuple[np.ndarray, np.ndarray]:
+                    rot: np.ndarray, head_centre: np.ndarray, view_pos: np.ndarray, wrap: np.ndarray | None,
+                    shadows: bool, occluders: np.ndarray | None = None, free: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """`key_light_terms` at the masked pixels: normals n and points p (N, 3) at flat indices idx (N,) of a
-    `shape` grid -> (shadow delta (N, 3), specular (N, 3)) summed over the lights. Per light everything
-    is a scalar field until its colour multiplies in at the end."""
+    `shape` grid, wrap (N, 3) or None, occluders (N,) bool or None -> (diffuse (N, 3), specular (N, 3))
+    summed over the lights; free (N, 3), when given, accumulates the diffuse without shadows."""
     d_acc = np.zeros((idx.size, 3), dtype=np.float32)
     s_acc = np.zeros((idx.size, 3), dtype=np.float32)
-    norm = np.float32((shininess + 8.0) / (8.0 * np.pi))
     vdir = view_pos[None, :].astype(np.float32) - p
     vdir *= inverse_norm(vdir)[:, None]
     for light in key_lights:
         ldir, colour, falloff, lpos = _key_light_dirs(light, p, head_centre, rot)
         ndl = n @ ldir if ldir.ndim == 1 else rowdot(n, ldir)
-        np.maximum(ndl, np.float32(0.0), out=ndl)
-        if not (ndl > 0).any():
+        reach = ndl if wrap is None else ndl + wrap.max(axis=1)
+        if not (reach > 0).any():
             continue
-        e_n = ndl * falloff  # the light's Lambertian irradiance / colour
         vis = np.ones(idx.size, np.float32)
         if shadows:
             to_light = ldir[None, :] if ldir.ndim == 1 else ldir
-            vis = _smooth_on_grid(shadow_visibility(p, to_light, lpos, cos_theta=ndl), idx, shape)
-        half = vdir + ldir
-        ndh = rowdot(n, half)
-        ndh *= inverse_norm(half)
-        np.maximum(ndh, np.float32(0.0), out=ndh)
-        blocked = (np.float32(1.0) - vis) * e_n
-        blocked *= np.float32(-SHADOW_STRENGTH)
-        d_acc += blocked[:, None] * colour[None, :]
-        ndh **= np.float32(shininess)
-        ndh *= vis
-        ndh *= e_n
-        ndh *= norm
-        s_acc += ndh[:, None] * colour[None, :]
+            dist = 1.0 if lpos is None else np.sqrt(rowdot(lpos[None, :] - p, lpos[None, :] - p))
+            raw = skin.soft_shadow_visibility(p, to_light, lpos, skin.light_angular_radius(light, dist),
+                                              cos_theta=np.maximum(ndl, 0.0), occluders=occluders,
+                                              receivers=reach > 0)
+            vis = _smooth_on_grid(raw, idx, shape, sigma=1.0)
+        lit = (vis * falloff).astype(np.float32)
+        cosine = np.maximum(ndl, 0.0)[:, None] if wrap is None else skin.wrapped_cosine(ndl, wrap)
+        d_acc += (cosine * lit[:, None]) * colour[None, :]
+        if free is not None:
+            free += (cosine * np.asarray(falloff, np.float32).reshape(-1, 1)) * colour[None, :]
+        s_acc += (skin.skin_specular(n, ldir, vdir) * lit)[:, None] * colour[None, :]
     return d_acc, s_acc
+
+
+def ambient_target_sh(target_cam: np.ndarray, key_lights: list, rot: np.ndarray) -> np.ndarray:
+    """The target SH (9, 3) in the input camera's DPR frame without its key lights' diffuse part -> (9, 3).
+
+    key_lights: the frame's key lights (scaled as they are rendered), in the light frame that `rot`
+    (`light_rotation`) turns into the camera's; lights without an SH of their own are left in. The keys
+    are then added back exactly per pixel by `key_light_shading`."""
+    shs = [np.asarray(kl.sh(), dtype=np.float64) for kl in key_lights if hasattr(kl, "sh")]
+    if not shs:
+        return np.asarray(target_cam, dtype=np.float64)
+    return skin.ambient_sh(target_cam, sh_in_camera(np.sum(shs, axis=0), rot))
+
+
+def key_light_shading(shading: np.ndarray, normals: np.ndarray, points: np.ndarray, person: np.ndarray,
+                      labels: np.ndarray, key_lights: list, rot: np.ndarray, head_centre: np.ndarray,
+                      view_pos: np.ndarray, fx: float, shadow_pass: bool = False
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Add the key lights to the target's ambient shading on the skin's terms, in place;
+    -> (specular (h, w, 3), shadow factor (h, w) or None).
+
+    shading (h, w, 3): the target light's SH shading without the keys (`ambient_target_sh`) on a grid of
+    the frame; normals, points (h, w, 3) cam space on that grid; person (h, w) bool; labels (h, w)
+    (`geometry`); fx: focal length in px of that grid. One surface, one light: the whole person (face,
+    ears, neck, hair) takes the keys' diffuse light with the same cosine (`skin.TERMINATOR_WRAP`) and
+    the same subsurface blur (`skin.subsurface_blur`, millimetres from fx and the face's depth), so that
+    nothing steps at the face's outline. Only the face mesh casts shadows: the rest of the head is a
+    smooth guess from the matte (a dome), not a shape to cast them. Returns the keys' specular (h, w, 3)
+    (`key_light_terms`) and, when shadow_pass, the shadow factor of the shading before the blur
+    (`passes.shadow_factor`: shadowed / unshadowed)."""
+    from relight_core import passes
+
+    wrap = np.broadcast_to(np.asarray(skin.TERMINATOR_WRAP, np.float32), shading.shape)
+    face = (labels != REST) & person
+    free = np.zeros_like(shading) if shadow_pass else None
+    diffuse, spec = key_light_terms(normals, points, person, key_lights, rot, head_centre, view_pos,
+                                    wrap=wrap, occluders=face, unshadowed=free)
+    shadow = passes.shadow_factor(shading + free, diffuse - free) if free is not None else None
+    shading += diffuse
+    np.maximum(shading, 0.0, out=shading)
+    face_depth = -points[..., 2][face]
+    if face_depth.size:
+        px_per_mm = fx / (float(np.median(face_depth)) * skin.MM_PER_HEAD_UNIT)
+        inside = person.astype(np.float32)
+        weight = cv2.GaussianBlur(inside, (0, 0), 1.0) * inside  # feathered inside the person's edge
+        shading[...] = skin.subsurface_blur(shading, weight, px_per_mm)
+    return spec, shadow
 
 
 def specular_mask(albedo: np.ndarray, labels: np.ndarray, dark: float = 0.5, full: float = 0.8) -> np.ndarray:

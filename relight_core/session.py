@@ -47,7 +47,6 @@ from relight_core.errors import UserError
 from relight_core.views import ViewPlan, intrinsics
 
 EventSink = Callable[[dict], None]
-SPECULAR_ALBEDO = 0.05  # skin-like specular reflectance used with explicit key lights
 SHADING_STEP_FROM = 400  # frames this large (longer side, px) get diffuse shading on every 2nd pixel
 PROCESSING_STAGES = ("geometry", "intrinsic", "temporal", "render")
 STAGES = ("decode", "geometry", "intrinsic", "temporal", "render", "write")
@@ -422,11 +421,13 @@ class Look:
         hh, hw = state.half.shape[:2]
         if self.target is not None:
             output_sh = self.target_sh_cam(k, state.cam_from_head) * self.scale
-            shading = intrinsic.shade_features(state.feats, [output_sh])[0].reshape(hh, hw, 3)
+            # the key lights are added back per pixel by `_key_lights` (`render.ambient_target_sh`)
+            ambient = self._ambient_sh(k, state.cam_from_head, output_sh)
+            shading = intrinsic.shade_features(state.feats, [ambient])[0].reshape(hh, hw, 3)
         else:
             output_sh, shading = state.light_in, None
         view = self.views.view(k, state.cam_from_head, intrinsics(analysis, h, w), (h, w))
-        # key lights: their cast shadows darken the target shading, their specular comes on top
+        # key lights: their shadowed diffuse light joins the target's fill, their specular comes on top
         spec, shadow = self._key_lights(k, state, view, shading) if shading is not None else (None, None)
         shading = state.shading_in if shading is None else upsample(shading, h, w)
         layers, info, maps = self._compose(state, view, albedo, shading, spec, output_sh)
@@ -437,9 +438,10 @@ class Look:
 
     def _key_lights(self, k: int, state: FrameState, view: tuple | None, shading: np.ndarray
                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Frame k's key lights on the shading grid: their cast shadows are added to the target shading
-        (h, w, 3) in place; returns (their specular irradiance (h, w, 3), the shadow factor (h, w) when
-        the shadow pass is wanted), each None when there are no key lights."""
+        """Frame k's key lights on the shading grid: their diffuse light, shadowed, is added to the
+        target's ambient shading (h, w, 3) in place, on skin's terms (`render.key_light_shading`); returns
+        (their specular (h, w, 3), the shadow factor (h, w) when the shadow pass is wanted), each None
+        when there are no key lights."""
         from relight_core import render
 
         keys = list(self.target.key_lights_at(k) or [])
@@ -451,11 +453,18 @@ class Look:
         points = np.asarray(state.geo.points, dtype=np.float32)[::step, ::step]
         person = state.alpha[::step, ::step] > 0.02
         scaled = [lighting_mod.scaled_light(kl, self.scale or 1.0) for kl in keys]
-        delta, spec = render.key_light_terms(state.half, points, person, scaled, rot, cfh[:3, 3], view_pos)
-        shadow = passes.shadow_factor(shading, delta) if "shadow" in self.want else None
-        shading += delta
-        np.maximum(shading, 0.0, out=shading)
-        return spec, shadow
+        fx = float(state.geo.K[0, 0]) / step
+        labels = state.geo.labels[::step, ::step]
+        return render.key_light_shading(shading, state.half, points, person, labels, scaled, rot, cfh[:3, 3],
+                                        view_pos, fx, shadow_pass="shadow" in self.want)
+
+    def _ambient_sh(self, k: int, cam_from_head: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """The target SH (9, 3) in the camera's DPR frame without frame k's key lights."""
+        from relight_core import render
+
+        keys = self.target.key_lights_at(k) or []
+        keys = [lighting_mod.scaled_light(kl, self.scale or 1.0) for kl in keys]
+        return render.ambient_target_sh(target, keys, render.light_rotation(cam_from_head, self.light_space))
 
     def _compose(self, state: FrameState, view: tuple | None, albedo: np.ndarray, shading: np.ndarray,
                  spec: np.ndarray | None, output_sh: np.ndarray) -> tuple[dict[str, np.ndarray], dict, dict]:
@@ -474,7 +483,7 @@ class Look:
         relit = albedo * shading
         if spec is not None:
             where = render.specular_mask(albedo[::step, ::step], geo.labels[::step, ::step])
-            spec *= rgb3(where * np.float32(SPECULAR_ALBEDO))
+            spec *= rgb3(where)
             spec = upsample(spec, h, w)  # the specular radiance added, (H, W, 3): also the specular pass
             relit += spec
         depth = np.asarray(geo.depth, dtype=np.float32)

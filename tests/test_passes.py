@@ -127,7 +127,8 @@ def test_beauty_rebuilt_from_the_passes(relit):
     rgb = np.stack([ch[c] for c in "RGB"], axis=-1)
     beauty = np.stack([ch[f"albedo.{c}"] * ch[f"shading.{c}"] + ch[f"specular.{c}"] for c in "RGB"], axis=-1)
     assert inside.sum() > 10000
-    assert np.abs(beauty - rgb)[inside].max() < 1e-3  # RGBA is stored as half floats
+    # RGBA, albedo and shading are stored as half floats (11 bits: about 1e-3 relative for a product)
+    assert (np.abs(beauty - rgb) / np.maximum(np.abs(rgb), 1.0))[inside].max() < 2e-3
     assert ch["specular.R"][inside].max() > 0.05  # the key light's highlights are in it
 
 
@@ -195,5 +196,5 @@ def test_compositor_rebuilds_the_beauty(relit, tmp_path):
     rgb = np.stack([ch[c] for c in "RGB"], axis=-1)
     rebuilt = np.stack([out[c] for c in "RGB"], axis=-1)
     inside = ch["matte.Y"] >= 0.999
-    assert np.abs(rebuilt - rgb)[inside].max() < 1e-3
+    assert (np.abs(rebuilt - rgb) / np.maximum(np.abs(rgb), 1.0))[inside].max() < 2e-3  # half floats
     assert np.abs(out["A"] - ch["matte.Y"]).max() < 1e-3

@@ -3,6 +3,9 @@
     .venv/bin/python tools/contact_sheet.py                 # three fixture clips -> out/contact_sheet.png
     .venv/bin/python tools/contact_sheet.py --astronaut     # the public-domain astronaut under three
                                                             # presets -> docs/astronaut_sheet.png (README)
+    .venv/bin/python tools/contact_sheet.py --keys [--astronaut]  # key lights: input / rembrandt / split /
+                          # rembrandt at yaw 20 pitch 10 / at yaw -25 -> out/key_lights_sheet.png
+                          # (or docs/astronaut_key_lights.png)
 
 Runs `relight_core.pipeline` on one frame of each clip (a light preset, then the same light from a camera
 orbited by yaw 20 / pitch 10) in a temporary folder and tiles the results, downscaled, into one PNG.
@@ -28,6 +31,9 @@ CLIPS = (("videos/lp_d9.mp4", 60), ("videos/vr_4.mp4", 40), ("videos/lp_d18.mp4"
 ASTRONAUT_LIGHTS = ("rembrandt", "golden-hour", "rim")
 ASTRONAUT_BOX = (0.1, 0.0, 0.6)  # the head and shoulders
 COLUMNS = ("input", "relit ({light})", "yaw 20, pitch 10", "albedo", "shading x 1/2")
+KEY_COLUMNS = ("input", "rembrandt", "split", "rembrandt, yaw 20 pitch 10", "rembrandt, yaw -25")
+KEY_VIEWS = (("rembrandt", None), ("split", None), ("rembrandt", {"yaw": 20.0, "pitch": 10.0}),
+             ("rembrandt", {"yaw": -25.0}))
 
 
 def tile(img_bgr: np.ndarray, size: int, box: tuple[float, float, float] | None = None) -> np.ndarray:
@@ -77,6 +83,22 @@ def clip_row(clip: Path, frame: int, light: str, size: int, work: Path,
                                                    ("relit", "albedo", 1.0), ("relit", "shading", 0.5))]
 
 
+def key_light_row(clip: Path, frame: int, size: int, work: Path,
+                  box: tuple[float, float, float] | None = None) -> list[np.ndarray]:
+    """One clip's frame under the key-light presets and views of KEY_VIEWS (tiles, BGR)."""
+    from relight_core import io, pipeline
+
+    src = io.open_footage(clip, frames=(frame, frame + 1), size=384).read(frame)
+    name = f"{io.open_footage(clip).name}_{frame:06d}.png"
+    tiles = [tile(cv2.cvtColor(io.encode_srgb8(src), cv2.COLOR_RGB2BGR), size, box)]
+    for i, (light, camera) in enumerate(KEY_VIEWS):
+        out = work / clip.stem / f"k{i}"
+        pipeline.run(pipeline.RelightJob(input=str(clip), output=str(out), frames=(frame, frame + 1),
+                                         size=384, resume=False, lighting=light, camera=camera))
+        tiles.append(tile(read_bgr(out / "rgba" / name), size, box))
+    return tiles
+
+
 def astronaut_png(work: Path) -> Path:
     """skimage's astronaut portrait written as a PNG in `work`."""
     from skimage import data
@@ -87,10 +109,15 @@ def astronaut_png(work: Path) -> Path:
 
 
 def header_row(labels: list[str], width: int, tile_size: int) -> np.ndarray:
-    header = np.full((22, width, 3), 255, np.uint8)
+    """White label strip over the tiles; a label too wide for its tile goes on two lines (at a comma)."""
+    header = np.full((34, width, 3), 255, np.uint8)
     for i, label in enumerate(labels):
-        cv2.putText(header, label, (i * tile_size + 4, 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        lines = [label]
+        if cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)[0][0] > tile_size - 8 and ", " in label:
+            lines = label.split(", ", 1)
+        for j, line in enumerate(lines):
+            cv2.putText(header, line, (i * tile_size + 4, 14 + 13 * j), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)
     return header
 
 
@@ -103,8 +130,11 @@ def main() -> int:
                     help="output PNG (default: out/contact_sheet.png, or docs/astronaut_sheet.png)")
     ap.add_argument("--light", default="rembrandt", help="preset or light file for the fixture rows")
     ap.add_argument("--tile", type=int, default=168, help="tile size in pixels")
+    ap.add_argument("--keys", action="store_true", help="the key-light sheet (KEY_COLUMNS) instead")
     args = ap.parse_args()
     default = REPO / "docs" / "astronaut_sheet.png" if args.astronaut else REPO / "out" / "contact_sheet.png"
+    if args.keys:
+        default = REPO / ("docs/astronaut_key_lights.png" if args.astronaut else "out/key_lights_sheet.png")
     out_path = Path(args.out) if args.out else default
     fixtures = Path(args.fixtures)
     if not args.astronaut and not (fixtures / "PROVENANCE.md").is_file():
@@ -112,7 +142,13 @@ def main() -> int:
         return 2
     rows, labels = [], [c.format(light=args.light) for c in COLUMNS]
     with tempfile.TemporaryDirectory() as tmp:
-        if args.astronaut:
+        if args.keys:
+            labels = list(KEY_COLUMNS)
+            sources = [(astronaut_png(Path(tmp)), 0, ASTRONAUT_BOX)] if args.astronaut else \
+                [(fixtures / rel, frame, None) for rel, frame in CLIPS]
+            rows = [np.hstack(key_light_row(src, frame, args.tile, Path(tmp), box))
+                    for src, frame, box in sources]
+        elif args.astronaut:
             src = astronaut_png(Path(tmp))
             for light in ASTRONAUT_LIGHTS:
                 row = clip_row(src, 0, light, args.tile, Path(tmp) / light, ASTRONAUT_BOX)
