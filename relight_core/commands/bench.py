@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="renders per interactive figure (median) [20]")
     parser.add_argument("--walk", type=int, default=1000, metavar="N",
                         help="renders of the interactive memory check [1000]")
+    parser.add_argument("--lights", default="rembrandt,split", metavar="A,B",
+                        help="the two lights an interactive lighting change alternates between "
+                             "[rembrandt,split: presets with a key light]")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the result as JSON")
 
 
@@ -44,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     if args.interactive:
         if args.renders < 1 or args.walk < 100:
             raise UserError("--renders must be at least 1 and --walk at least 100.")
+        pair = tuple(x.strip() for x in args.lights.split(","))
+        if len(pair) != 2 or not all(pair):
+            raise UserError(f"--lights '{args.lights}' is not two lights A,B.")
         res = bench.run_interactive(args.input, size=args.size, renders=args.renders, walk=args.walk,
+                                    lights=pair,
                                     progress=lambda m: print(f"bench: {m}", file=sys.stderr, flush=True))
         print(bench.format_interactive(res))
     else:

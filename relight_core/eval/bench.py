@@ -279,7 +279,7 @@ def run_interactive(input_path: str, size: int | None = 512, renders: int = 20, 
             "lighting_change_ms": med(light_change), "new_frame_ms": med(new_frame),
             "novel_view_ms": med(novel), "walk": walk, "rss_mb_after_quarter": rss[0],
             "rss_mb_at_end": rss[-1], "cache_mb_at_end": cache_mb,
-            "cache_bound_mb": session.DEFAULT_CACHE_MB, "versions": versions()}
+            "cache_bound_mb": session.DEFAULT_CACHE_MB, "lights": list(lights), "versions": versions()}
 
 
 def format_interactive(res: dict[str, Any]) -> str:
@@ -290,7 +290,8 @@ def format_interactive(res: dict[str, Any]) -> str:
             {"what": "new frame of the analysed clip", "ms": res["new_frame_ms"]},
             {"what": "novel view, cached frame", "ms": res["novel_view_ms"]}]
     head = (f"{Path(res['input']).name} {res['width']}x{res['height']}, {res['frames']} frames, warm "
-            f"session, median of {res['renders']} renders (relight + PNG written); opened in "
+            f"session, lights {' / '.join(res['lights'])}, median of {res['renders']} renders (relight + PNG "
+            f"written); opened in "
             f"{res['open_s']:.1f} s\n\n")
     table = markdown_table(rows, ["what", "ms"], ["live preview", "ms"], 1)
     tail = (f"\nmemory: {res['rss_mb_after_quarter']:.0f} MiB after {res['walk'] // 4} renders, "
