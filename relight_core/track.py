@@ -600,12 +600,13 @@ class Analysis:
                   "head_matte": np.uint8}
         with open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
             for name, value in arrays.items():
-                arr = np.asarray(value)
-                if name in dtypes and arr.dtype != dtypes[name]:
-                    arr = arr.astype(dtypes[name])
                 with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, arr, allow_pickle=False)
-                release_pages(value)
+                    if name in PER_FRAME_ON_DISK:
+                        _write_rows(member, value, dtypes[name])
+                        continue
+                    arr = np.asarray(value)
+                    np.lib.format.write_array(member, arr.astype(dtypes.get(name, arr.dtype), copy=False),
+                                              allow_pickle=False)
 
     @classmethod
     def load(cls, path: str) -> Analysis:
@@ -629,6 +630,18 @@ class Analysis:
 
 
 PER_FRAME_ON_DISK = ("matte", "head_matte", "landmarks", "landmarks_raw")  # `_read_member` streams these
+
+
+def _write_rows(member, value: np.ndarray, dtype) -> None:
+    """Write a per-frame array (N, ...) as .npy into a zip member `PAGE_RELEASE_EVERY` frames at a time,
+    dropping a disk-backed array's pages after each block (`release_pages`): saving a long clip's
+    mattes does not make them all resident."""
+    shape = tuple(np.shape(value))
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_2_0(member, header)
+    for i in range(0, shape[0], PAGE_RELEASE_EVERY):
+        member.write(np.ascontiguousarray(value[i:i + PAGE_RELEASE_EVERY], dtype=dtype).tobytes())
+        release_pages(value)
 
 
 def _read_member(zf, info) -> np.ndarray:
