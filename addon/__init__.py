@@ -1,8 +1,9 @@
 """Portrait Relight: relight portrait footage in Blender's sequencer with scene lights and a novel camera.
 
 The add-on turns Blender state (the selected strip, the scene's lights and World at the head anchor, the
-camera relative to the anchor) into a request for the engine worker, which runs as a separate process
-(`<engine python> -m relight_core worker`), and brings the relit frames back as an image strip.
+camera relative to the anchor) into requests for the engine, which runs as a separate process started
+through `engine_boot.py` (Blender's own Python with the extension's wheels, or an external engine Python):
+`worker` for a relight, whose frames come back as an image strip, and `serve` for the Live Preview.
 It imports only bpy, numpy, the standard library and the numpy-only engine modules (`sh`, `lights`,
 `camera`). See the README, "Blender workflow".
 """
