@@ -397,6 +397,21 @@ class RelightRun:
             bpy.ops.ed.undo_push(message=f"Relight {names}")
 
 
+def run_to_end(run, context) -> None:
+    """Tick a run (relight or track) to its end on this thread, for background mode and farms; Ctrl-C
+    cancels it cleanly (its finished frames still come back)."""
+    try:
+        while run.tick(context):
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        run.cancel()
+        while run.tick(context):
+            time.sleep(0.05)
+    finally:
+        run.close()
+        _RUN.clear()
+
+
 def can_run_modal(context) -> bool:
     """A modal run needs a window and Blender's event loop (not `blender -b`)."""
     return not bpy.app.background and context.window is not None
@@ -435,16 +450,7 @@ class _RelightBase:
         run = begin_run(self, context, self._strips(context))
         if run is None:
             return {"CANCELLED"}
-        try:
-            while run.tick(context):
-                time.sleep(0.05)
-        except KeyboardInterrupt:
-            run.cancel()
-            while run.tick(context):
-                time.sleep(0.05)
-        finally:
-            run.close()
-            _RUN.clear()
+        run_to_end(run, context)
         return {"CANCELLED"} if run.errors and not run.finished else {"FINISHED"}
 
     # ---------------------------------------------------------------- modal

@@ -359,21 +359,10 @@ class PORTRAIT_RELIGHT_OT_track(bpy.types.Operator):
         return run
 
     def execute(self, context):
-        import time
-
         run = self._begin(context)
         if run is None:
             return {"CANCELLED"}
-        try:
-            while run.tick(context):
-                time.sleep(0.05)
-        except KeyboardInterrupt:
-            run.cancel()
-            while run.tick(context):
-                time.sleep(0.05)
-        finally:
-            run.close()
-            operators._RUN.clear()
+        operators.run_to_end(run, context)
         return {"FINISHED"} if run.result is not None else {"CANCELLED"}
 
     def invoke(self, context, event):

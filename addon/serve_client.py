@@ -21,9 +21,8 @@ from .worker_client import (
     MAX_LINE_BYTES,
     MAX_TEXT,
     Engine,
-    MalformedEvent,
     as_engine,
-    parse_event,
+    pump_events,
     signal_group,
     start_engine,
 )
@@ -58,16 +57,7 @@ class ServeClient:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         try:
-            for raw in iter(lambda: self.proc.stdout.readline(MAX_LINE_BYTES), b""):
-                try:
-                    event = parse_event(raw)
-                except MalformedEvent as exc:
-                    self._events.put({"event": MALFORMED, "message": str(exc)})
-                    break  # nothing after a broken line can be trusted
-                if event is not None:
-                    self._events.put(event)
-        except (OSError, ValueError):
-            pass  # the pipe was closed under us; the exit status tells the rest
+            pump_events(self.proc.stdout, self._events.put, MALFORMED)
         finally:
             self._stdout_closed.set()
 

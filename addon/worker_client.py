@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,6 +204,26 @@ def parse_event(raw: bytes) -> dict | None:
     return event
 
 
+def pump_events(stream, put: Callable[[dict], None], malformed: str,
+                on_line: Callable[[], None] | None = None) -> None:
+    """Read an engine's JSON-lines events from `stream` (binary) into put() until it ends; a line that is
+    not an event puts one {"event": malformed, "message"} and stops (nothing after a broken line can be
+    trusted; the caller stops the engine). on_line() runs for every line read (liveness)."""
+    try:
+        for raw in iter(lambda: stream.readline(MAX_LINE_BYTES), b""):
+            if on_line is not None:
+                on_line()
+            try:
+                event = parse_event(raw)
+            except MalformedEvent as exc:
+                put({"event": malformed, "message": str(exc)})
+                break
+            if event is not None:
+                put(event)
+    except (OSError, ValueError):
+        pass  # the pipe was closed under us; the exit status tells the rest
+
+
 class WorkerJob:
     """One worker process for one request. Call `poll()` often (non-blocking) or `wait()` (blocking).
 
@@ -238,22 +259,12 @@ class WorkerJob:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         try:
-            while True:
-                raw = self.proc.stdout.readline(MAX_LINE_BYTES)
-                if not raw:
-                    break
-                self._last_output = time.monotonic()
-                try:
-                    event = parse_event(raw)
-                except MalformedEvent as exc:
-                    self._events.put({"event": "_malformed", "message": str(exc)})
-                    break  # nothing after a broken line can be trusted; the job stops the engine
-                if event is not None:
-                    self._events.put(event)
-        except (OSError, ValueError):
-            pass  # the pipe was closed under us; the exit status tells the rest
+            pump_events(self.proc.stdout, self._events.put, "_malformed", on_line=self._heard)
         finally:
             self._stdout_closed.set()
+
+    def _heard(self) -> None:
+        self._last_output = time.monotonic()
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None
