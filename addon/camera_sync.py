@@ -234,16 +234,22 @@ def follow_tracked_head(scene, anchor, track: tuple, first_source: int, timeline
     if anchor.animation_data is not None:
         anchor.animation_data_clear()
     anchor.rotation_mode = "QUATERNION"
-    prev = None
-    for idx, m in zip(indices, a_cam, strict=True):
-        world = cam_world @ m
-        q = _quat_from_matrix(world[:3, :3])
-        if prev is not None and float(np.dot(q, prev)) < 0:
-            q = -q  # keep the quaternion path continuous
-        prev = q
-        frame = int(timeline_start + int(idx) - first_source)
-        anchor.location = world[:3, 3].tolist()
-        anchor.rotation_quaternion = q.tolist()
-        anchor.keyframe_insert("location", frame=frame)
-        anchor.keyframe_insert("rotation_quaternion", frame=frame)
+    frames = [int(timeline_start + int(idx) - first_source) for idx in indices]
+    key_poses(anchor, [cam_world @ m for m in a_cam], frames)
     return cam
+
+
+def key_poses(obj, poses, frames: list[int]) -> None:
+    """Key an object's location and rotation (quaternion mode) to 4x4 poses at timeline frames, keeping
+    the quaternion path continuous (no flips between neighbouring keys)."""
+    prev = None
+    for m, frame in zip(poses, frames, strict=True):
+        m = np.asarray(m, dtype=np.float64)
+        q = _quat_from_matrix(m[:3, :3])
+        if prev is not None and float(np.dot(q, prev)) < 0:
+            q = -q
+        prev = q
+        obj.location = m[:3, 3].tolist()
+        obj.rotation_quaternion = q.tolist()
+        obj.keyframe_insert("location", frame=frame)
+        obj.keyframe_insert("rotation_quaternion", frame=frame)

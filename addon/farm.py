@@ -84,11 +84,4 @@ class PORTRAIT_RELIGHT_OT_export_farm_job(bpy.types.Operator):
 CLASSES = (PORTRAIT_RELIGHT_OT_export_farm_job,)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

@@ -152,11 +152,4 @@ def _make_panel(space: str, tag: str, key: str, label: str, fn, parent: str | No
 CLASSES = tuple(_make_panel(space, tag, *sec) for space, tag in _SPACES for sec in _SECTIONS)
 
 
-def register() -> None:
-    for cls in CLASSES:
-        bpy.utils.register_class(cls)
-
-
-def unregister() -> None:
-    for cls in reversed(CLASSES):
-        bpy.utils.unregister_class(cls)
+register, unregister = bpy.utils.register_classes_factory(CLASSES)

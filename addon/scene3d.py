@@ -167,18 +167,8 @@ def solve_camera(scene, anchor, head: HeadMesh, timeline_start: int, first_sourc
         cam.animation_data_clear()
     cam.rotation_mode = "QUATERNION"
     cam.scale = (1.0, 1.0, 1.0)
-    prev = None
-    for idx, cfh in zip(head.frame_indices, head.cam_from_head, strict=True):
-        local = np.asarray(C.head_to_blender_local(np.linalg.inv(cfh)), dtype=np.float64)
-        q = camera_sync._quat_from_matrix(local[:3, :3])
-        if prev is not None and float(np.dot(q, prev)) < 0:
-            q = -q  # keep the quaternion path continuous
-        prev = q
-        frame = int(timeline_start + int(idx) - first_source)
-        cam.location = local[:3, 3].tolist()
-        cam.rotation_quaternion = q.tolist()
-        cam.keyframe_insert("location", frame=frame)
-        cam.keyframe_insert("rotation_quaternion", frame=frame)
+    camera_sync.key_poses(cam, [C.head_to_blender_local(np.linalg.inv(cfh)) for cfh in head.cam_from_head],
+                          [int(timeline_start + int(idx) - first_source) for idx in head.frame_indices])
     return cam
 
 
